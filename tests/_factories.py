@@ -1,0 +1,61 @@
+"""Small BDPO components for tests."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+
+from torchrl_bdpo import (
+    BDPOLoss,
+    DiffusionActor,
+    DiffusionPolicy,
+    DiffusionValueEnsemble,
+    NoiseNet,
+    QEnsemble,
+    VPSchedule,
+    make_qvalue_operator,
+    make_value_operator,
+)
+
+OBS, ACT, K = 3, 2, 4
+
+
+def diffusion_actor(num_steps: int = 5, clip: bool = True, obs_dim: int = OBS, act_dim: int = ACT):
+    return DiffusionActor(
+        DiffusionPolicy(
+            NoiseNet(obs_dim, act_dim, hidden_sizes=(16, 16), embed_dim=8, step_hidden=(8,)),
+            VPSchedule(num_steps),
+            clip_sample=clip,
+        )
+    )
+
+
+def make_loss(num_steps: int = 5, clip: bool = True, **kwargs) -> BDPOLoss:
+    kwargs.setdefault("eta", 0.2)
+    kwargs.setdefault("num_samples", 3)
+    q = make_qvalue_operator(QEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)))
+    v = make_value_operator(
+        DiffusionValueEnsemble(
+            OBS, ACT, num_members=K, hidden_sizes=(16,), embed_dim=8, step_hidden=(8, 8)
+        )
+    )
+    return BDPOLoss(
+        diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs
+    )
+
+
+def batch(*shape: int, terminated: bool = False) -> TensorDict:
+    shape = tuple(shape)
+    return TensorDict(
+        {
+            "observation": torch.randn(*shape, OBS),
+            "action": torch.rand(*shape, ACT) * 2 - 1,
+            "next": {
+                "observation": torch.randn(*shape, OBS),
+                "reward": torch.randn(*shape, 1),
+                "terminated": torch.full((*shape, 1), terminated),
+                "done": torch.full((*shape, 1), terminated),
+            },
+        },
+        batch_size=shape,
+    )

@@ -1,0 +1,138 @@
+"""The diffusion actor as a TorchRL policy: rollouts, collectors, modes, Q selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _factories import diffusion_actor, make_loss
+from tensordict import TensorDict
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from torchrl_bdpo import (
+    DiffusionActor,
+    DiffusionPolicy,
+    NoiseNet,
+    QEnsemble,
+    QSelectionPolicy,
+    VPSchedule,
+    make_qvalue_operator,
+)
+
+
+def _hopper_actor():
+    return DiffusionActor(DiffusionPolicy(NoiseNet(11, 3, hidden_sizes=(32, 32)), VPSchedule(5)))
+
+
+@pytest.fixture(scope="module")
+def hopper_env():
+    from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+
+    env = TransformedEnv(GymEnv("Hopper-v5"), DoubleToFloat())
+    env.set_seed(0)
+    yield env
+    env.close()
+
+
+def test_rollout_in_hopper(hopper_env):
+    actor = _hopper_actor()
+    with torch.no_grad():
+        td = hopper_env.rollout(20, actor, break_when_any_done=False)
+    assert td["action"].shape == (20, 3)
+    assert (td["action"].abs() <= 1.0 + 1e-6).all()
+    assert td["next", "reward"].shape == (20, 1)
+
+
+def test_q_selection_rollout_in_hopper(hopper_env):
+    actor = _hopper_actor()
+    q = make_qvalue_operator(QEnsemble(11, 3, num_members=3, hidden_sizes=(16,)))
+    with torch.no_grad():
+        td = hopper_env.rollout(
+            10, QSelectionPolicy(actor, q, num_candidates=10), break_when_any_done=False
+        )
+    assert td["action"].shape == (10, 3)
+
+
+def test_collector(hopper_env):
+    from torchrl.collectors import Collector
+    from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+
+    collector = Collector(
+        lambda: TransformedEnv(GymEnv("Hopper-v5"), DoubleToFloat()),
+        _hopper_actor(),
+        frames_per_batch=16,
+        total_frames=32,
+    )
+    sizes = [data.numel() for data in collector]
+    collector.shutdown()
+    assert sizes == [16, 16]
+
+
+def test_modes():
+    actor = diffusion_actor()
+    td = TensorDict({"observation": torch.randn(5, 3)}, [5])
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        a = actor(td.clone())["action"]
+        b = actor(td.clone())["action"]
+    torch.testing.assert_close(a, b)
+    with set_exploration_type(ExplorationType.RANDOM):
+        c = actor(td.clone())["action"]
+        d = actor(td.clone())["action"]
+    assert not torch.allclose(c, d)
+
+
+def test_clipping_switch():
+    torch.manual_seed(0)
+    clipped = diffusion_actor(clip=True)
+    free = diffusion_actor(clip=False)
+    free.load_state_dict(clipped.state_dict())
+    obs = torch.randn(512, 3) * 5
+    assert clipped.policy.sample(obs).abs().max() <= 1.0 + 1e-6
+    assert free.policy.sample(obs).abs().max() > 1.0
+
+
+def test_chain_and_single_step_outputs():
+    actor = diffusion_actor(num_steps=5)
+    obs = torch.randn(4, 3)
+    chain = actor.sample_chain(obs)
+    assert chain.states.shape == (6, 4, 2) and chain.noise_preds.shape == (5, 4, 2)
+    torch.testing.assert_close(chain.states[0], chain.action)
+    # one reverse step from (x_1, 1) is deterministic and reproduces x_0 from the chain
+    x0, eps = actor.policy.reverse_step(obs, chain.states[1], torch.ones(4, dtype=torch.long))
+    torch.testing.assert_close(x0, chain.states[0])
+    torch.testing.assert_close(eps, chain.noise_preds[0])
+
+
+def test_log_prob_is_not_defined():
+    actor = diffusion_actor()
+    dist = actor.get_dist(TensorDict({"observation": torch.randn(2, 3)}, [2]))
+    with pytest.raises(NotImplementedError, match="intractable"):
+        dist.log_prob(torch.zeros(2, 2))
+    assert dist.rsample().shape == (2, 2)
+
+
+def test_q_selection_picks_highest_mean_q():
+    class Scripted(torch.nn.Module):
+        num_members = 2
+
+        def forward(self, obs, action):  # higher for larger first coordinate
+            return torch.stack([action[..., 0], action[..., 0] + 1], -1)
+
+    actor = diffusion_actor(clip=False)
+    policy = QSelectionPolicy(actor, make_qvalue_operator(Scripted()), num_candidates=50)
+    torch.manual_seed(0)
+    picked = policy.select(torch.zeros(200, 3))
+    torch.manual_seed(0)
+    plain = actor.policy.sample(torch.zeros(200, 3))
+    assert picked[:, 0].mean() > plain[:, 0].mean() + 0.5
+
+
+def test_q_selection_with_target_params():
+    loss = make_loss()
+    policy = QSelectionPolicy(
+        loss.actor_network,
+        loss.qvalue_network,
+        4,
+        actor_params=loss.target_actor_network_params,
+        qvalue_params=loss.target_qvalue_network_params,
+    )
+    assert policy.select(torch.randn(3, 3)).shape == (3, 2)

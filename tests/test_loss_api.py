@@ -1,0 +1,179 @@
+"""BDPOLoss as a TorchRL LossModule: gradient isolation, targets, keys, shapes, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _factories import batch, make_loss
+from tensordict import TensorDict
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from torchrl_bdpo import DiffusionBehaviorLoss, GroupSoftUpdate
+
+GROUPS = ("actor_network", "behavior_network", "qvalue_network", "value_network")
+
+
+def _zero_grads(loss):
+    for p in loss.parameters():
+        p.grad = None
+
+
+def _has_grad(params) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in params.values(True, True))
+
+
+def test_actor_loss_touches_only_the_actor():
+    loss = make_loss()
+    loss.actor_loss(batch(16))[0].backward()
+    assert _has_grad(loss.actor_network_params)
+    for group in ("qvalue_network", "value_network", "behavior_network"):
+        assert not _has_grad(getattr(loss, f"{group}_params")), group
+
+
+@pytest.mark.parametrize(
+    "method,trained",
+    [
+        ("qvalue_loss", "qvalue_network"),
+        ("value_loss", "value_network"),
+        ("behavior_loss", "behavior_network"),
+    ],
+)
+def test_critic_and_behavior_losses_touch_only_their_group(method, trained):
+    loss = make_loss()
+    getattr(loss, method)(batch(16))[0].backward()
+    for group in GROUPS:
+        assert _has_grad(getattr(loss, f"{group}_params")) == (group == trained), group
+
+
+def test_targets_move_only_when_their_updater_steps():
+    loss = make_loss()
+    critics = GroupSoftUpdate(loss, groups=["qvalue_network", "value_network"], tau=0.5)
+    actor = GroupSoftUpdate(loss, groups=["actor_network"], tau=0.5)
+    snap = {g: getattr(loss, f"target_{g}_params").clone() for g in GROUPS}
+    opt = torch.optim.SGD(loss.parameters(), lr=0.1)
+    out = loss(batch(16))
+    (
+        out["loss_qvalue"]
+        + out["loss_value"]
+        + out["loss_actor"]
+        + loss.behavior_loss(batch(16))[0]
+    ).backward()
+    opt.step()
+    for g in GROUPS:  # an optimiser step moves no target
+        assert (getattr(loss, f"target_{g}_params") == snap[g]).all(), g
+    critics.step()
+    for g in GROUPS:
+        moved = not (getattr(loss, f"target_{g}_params") == snap[g]).all()
+        assert moved == (g in ("qvalue_network", "value_network")), g
+    # the Polyak rule, checked on one tensor
+    key = next(k for k, v in loss.qvalue_network_params.items(True, True) if v.requires_grad)
+    torch.testing.assert_close(
+        loss.target_qvalue_network_params[key],
+        0.5 * snap["qvalue_network"][key] + 0.5 * loss.qvalue_network_params[key],
+    )
+    actor.step()
+    assert not (loss.target_actor_network_params == snap["actor_network"]).all()
+    assert (loss.target_behavior_network_params == snap["behavior_network"]).all()
+
+
+def test_group_updater_rejects_unknown_group():
+    with pytest.raises(KeyError, match="no target parameters"):
+        GroupSoftUpdate(make_loss(), groups=["critic"], tau=0.1)
+
+
+def test_init_actor_from_behavior_copies_ema():
+    loss = make_loss()
+    loss.init_actor_from_behavior()
+    for key, value in loss.target_behavior_network_params.items(True, True):
+        torch.testing.assert_close(loss.actor_network_params[key], value)
+        torch.testing.assert_close(loss.target_actor_network_params[key], value)
+
+
+def test_set_keys_renaming():
+    loss = make_loss()
+    loss.set_keys(observation="obs", action="act", reward="rew", terminated="term")
+    td = batch(8)
+    renamed = TensorDict(
+        {
+            "obs": td["observation"],
+            "act": td["action"],
+            "next": {
+                "obs": td["next", "observation"],
+                "rew": td["next", "reward"],
+                "term": td["next", "terminated"],
+            },
+        },
+        [8],
+    )
+    out = loss(renamed)
+    assert torch.isfinite(out["loss_qvalue"]) and torch.isfinite(out["loss_actor"])
+    assert ("next", "rew") in loss.in_keys
+
+
+def test_missing_keys_error_names_keys_and_set_keys():
+    loss = make_loss()
+    td = batch(4).exclude(("next", "reward"))
+    with pytest.raises(KeyError, match=r"set_keys") as err:
+        loss(td)
+    assert "reward" in str(err.value)
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3)])
+def test_batch_shapes(shape):
+    out = make_loss()(batch(*shape))
+    for key in ("loss_qvalue", "loss_value", "loss_actor", "penalty"):
+        assert out[key].shape == () and torch.isfinite(out[key]), key
+    assert out["kl_per_step"].shape == (5,)
+
+
+def test_loss_sampling_stays_stochastic_in_deterministic_mode():
+    loss = make_loss()
+    td = batch(8)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        a = loss.q_target(td)[0]
+        b = loss.q_target(td)[0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"eta": 0.0}, "eta"),
+        ({"rho": -1.0}, "rho"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"backup": "median"}, "backup"),
+        ({"penalty_placement": "middle"}, "penalty_placement"),
+        ({"aggregation": "max"}, "aggregation"),
+    ],
+)
+def test_invalid_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_loss(**kwargs)
+
+
+def test_same_module_for_actor_and_behavior_is_rejected():
+    from _factories import diffusion_actor
+
+    from torchrl_bdpo import BDPOLoss
+
+    actor = diffusion_actor()
+    with pytest.raises(ValueError, match="distinct"):
+        BDPOLoss(actor, None, None, actor, eta=1.0)
+
+
+def test_behavior_loss_module_matches_hand_computation():
+    from _factories import diffusion_actor
+
+    actor = diffusion_actor(num_steps=5)
+    loss = DiffusionBehaviorLoss(actor)
+    td = batch(32)
+    torch.manual_seed(3)
+    value = loss(td)["loss_behavior"]
+    torch.manual_seed(3)
+    sched = actor.policy.schedule
+    n = torch.randint(1, 6, (32,))
+    eps = torch.randn(32, 2)
+    abar = sched.alpha_bars[n][:, None]
+    x = abar.sqrt() * td["action"] + (1 - abar).sqrt() * eps
+    expected = ((actor.policy.noise_net(x, n, td["observation"]) - eps) ** 2).sum(-1).mean()
+    torch.testing.assert_close(value, expected)

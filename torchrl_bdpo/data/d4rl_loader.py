@@ -1,0 +1,274 @@
+"""Load the original D4RL hdf5 datasets (via torchrl's cache) as TED transitions.
+
+``torchrl.data.datasets.D4RLExperienceReplay(name, direct_download=True)`` downloads the
+D4RL hdf5 file once and memory-maps a processed copy under ``<root>/<name>`` (default
+root ``~/.cache/torchrl/d4rl``); later constructions read that copy. Its layout, for
+rows ``i = 0 .. N-2`` of the hdf5 file (the last row is dropped)::
+
+    observation = observations[i]          action = actions[i]
+    next/observation = next_observations[i]  (observations[i + 1] when the file has none)
+    next/reward = rewards[i]   next/terminated = terminals[i]   next/truncated = timeouts[i]
+    next/done = terminated (| truncated with use_truncated_as_done=True, the default)
+    root reward/done/terminated/truncated = the previous row's (TED "reset" flags)
+    info/..., next/info/...    the hdf5 "infos" group
+
+and ``next/observation`` is **zeroed** wherever ``next/done`` is set. With the default
+``use_truncated_as_done=True`` that includes every timeout, whose true next observation
+is then lost. This module constructs it with ``use_truncated_as_done=False`` and, for any
+cache, drops the timeout transitions whose next observation is unusable (all zeros, or
+just a copy of the following row's observation, i.e. the next episode's first state);
+the transition before such a dropped one is marked truncated instead. Timeouts stay
+truncations (bootstrapped through), never terminals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from ..scores import D4RL_REF_SCORES
+from .dataset import OfflineDataset
+from .errors import DatasetUnavailableError
+from .validation import validate_transitions
+
+__all__ = [
+    "D4RL_NAME_PATTERN",
+    "d4rl_cache_dir",
+    "d4rl_eval_env_id",
+    "d4rl_transitions_from_torchrl",
+    "load_d4rl_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``<env>-<kind>-v<digit>``, e.g. ``hopper-medium-replay-v2``, ``antmaze-umaze-v0``.
+D4RL_NAME_PATTERN = re.compile(
+    r"^(?P<env>[a-z0-9]+)-(?P<kind>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>\d+)$"
+)
+
+_GYMNASIUM_IDS = {
+    "hopper": "Hopper-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
+_ANTMAZE_IDS = {
+    "umaze": "AntMaze_UMaze-v5",
+    "medium": "AntMaze_Medium-v5",
+    "large": "AntMaze_Large-v5",
+}
+
+#: Observation sizes of the D4RL data (the v5 envs above match for hopper/halfcheetah/walker2d).
+_D4RL_OBS_DIMS = {"hopper": 11, "halfcheetah": 17, "walker2d": 17, "ant": 111, "antmaze": 29}
+
+_EVAL_NOTES = {
+    "antmaze": "AntMaze_*-v5 needs gymnasium-robotics; D4RL antmaze observations (29) are "
+    "concat(achieved_goal, observation) of the v5 env's dict observation, without the goal",
+    "ant": "D4RL ant observations have 111 entries, Ant-v5 has 105 by default: "
+    "not directly comparable",
+}
+
+
+def d4rl_cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """Directory holding torchrl's processed D4RL datasets (default ``~/.cache/torchrl/d4rl``)."""
+    if root is not None:
+        return Path(root)
+    from torchrl.data.datasets.utils import _get_root_dir
+
+    return Path(_get_root_dir("d4rl"))
+
+
+def d4rl_eval_env_id(name: str) -> str | None:
+    """Gymnasium (v5) environment id to evaluate a D4RL dataset on, ``None`` if unknown.
+
+    Examples:
+        >>> d4rl_eval_env_id("walker2d-medium-expert-v2"), d4rl_eval_env_id("antmaze-large-play-v0")
+        ('Walker2d-v5', 'AntMaze_Large-v5')
+    """
+    match = D4RL_NAME_PATTERN.match(name)
+    if match is None:
+        return None
+    env, kind = match["env"], match["kind"]
+    if env == "antmaze":
+        return _ANTMAZE_IDS.get(kind.split("-")[0])
+    return _GYMNASIUM_IDS.get(env)
+
+
+def _unavailable(name: str, cache: Path, reason: str) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"D4RL dataset {name!r} is not available: {reason}. Looked for torchrl's cache at "
+        f"{cache / name}. On a machine with network access run "
+        f'`python -c "from torchrl.data.datasets import D4RLExperienceReplay; '
+        f"D4RLExperienceReplay('{name}', batch_size=1, direct_download=True, "
+        f'use_truncated_as_done=False)"` and copy the folder ~/.cache/torchrl/d4rl/{name} '
+        f"to {cache / name} here (or pass root= pointing at the directory that holds it)."
+    )
+
+
+def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict]:
+    """Convert torchrl's processed D4RL TensorDict ``[N]`` to TED transitions ``[T]``.
+
+    Episodes end after a terminal or a timeout, or where ``next/observation`` differs from
+    the following row's ``observation``. Unusable timeout transitions are dropped (see the
+    module docstring); the final row of the data is marked truncated if it is not done.
+
+    Returns:
+        ``(transitions, info)`` where ``info`` counts dropped transitions and episodes.
+    """
+    obs = raw.get("observation").to(torch.float32)
+    next_obs = raw.get(("next", "observation")).to(torch.float32)
+    num = obs.shape[0]
+    terminated = raw.get(("next", "terminated")).reshape(num).bool()
+    truncated = raw.get(("next", "truncated"), None)
+    truncated = torch.zeros_like(terminated) if truncated is None else truncated.reshape(num).bool()
+    # next observation equal to the following row's observation (a continuation or a copy);
+    # the tolerance follows the usual D4RL episode split (IQL): L2 distance <= 1e-6.
+    copies_following = torch.zeros(num, dtype=torch.bool)
+    copies_following[:-1] = torch.linalg.vector_norm(next_obs[:-1] - obs[1:], dim=-1) <= 1e-6
+    zeroed = (next_obs == 0).all(-1)
+    done = terminated | truncated
+    boundary = done.clone()
+    boundary[:-1] |= ~copies_following[:-1] & ~zeroed[:-1]
+    episode = torch.zeros(num, dtype=torch.int64)
+    episode[1:] = torch.cumsum(boundary[:-1].long(), 0)
+
+    drop = truncated & ~terminated & (zeroed | copies_following)
+    # the transition before a dropped timeout becomes the (truncated) end of its episode
+    prev_end = torch.zeros(num, dtype=torch.bool)
+    prev_end[:-1] = drop[1:] & ~drop[:-1] & (episode[1:] == episode[:-1])
+    truncated = truncated | prev_end
+    keep = ~drop
+    if not done[-1]:
+        truncated[-1] = True
+    # renumber episodes 0..E-1 over the kept rows
+    episode = torch.unique(episode[keep], return_inverse=True)[1]
+    terminated, truncated = terminated[keep].unsqueeze(-1), truncated[keep].unsqueeze(-1)
+    data = TensorDict(
+        {
+            "observation": obs[keep],
+            "action": raw.get("action")[keep].to(torch.float32),
+            "episode": episode,
+            "next": {
+                "observation": next_obs[keep],
+                "reward": raw.get(("next", "reward"))[keep].reshape(-1, 1).to(torch.float32),
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+            },
+        },
+        batch_size=[int(keep.sum())],
+    )
+    info = {
+        "raw_rows": num,
+        "dropped_timeouts": int(drop.sum()),
+        "num_episodes": int(episode.max()) + 1 if episode.numel() else 0,
+    }
+    return data, info
+
+
+def load_d4rl_dataset(
+    name: str, *, root: str | os.PathLike | None = None, download: bool = True
+) -> OfflineDataset:
+    """Load a D4RL dataset (e.g. ``"hopper-medium-v2"``) as TED transitions.
+
+    Reads torchrl's cache ``<root>/<name>`` when present; otherwise (and only if
+    ``download``) lets ``D4RLExperienceReplay(direct_download=True)`` fetch it.
+
+    Args:
+        name: D4RL dataset name known to torchrl.
+        root: cache directory (default ``~/.cache/torchrl/d4rl``).
+        download: allow downloading when the cache is missing.
+
+    Returns:
+        :class:`OfflineDataset` with the Gymnasium v5 evaluation env id (see
+        :func:`d4rl_eval_env_id`) and D4RL reference scores.
+
+    Raises:
+        ValueError: ``name`` is not a D4RL dataset torchrl knows.
+        DatasetUnavailableError: the cache is missing or unreadable and could not be
+            (re)obtained.
+        DatasetValidationError: the data is malformed.
+
+    Examples:
+        >>> ds = load_d4rl_dataset("hopper-medium-v2")  # doctest: +SKIP
+        >>> ds.env_id, ds.ref_max_score  # doctest: +SKIP
+        ('Hopper-v5', 3234.3)
+    """
+    from torchrl.data.datasets.d4rl import D4RLExperienceReplay
+    from torchrl.data.datasets.d4rl_infos import D4RL_DATASETS
+
+    match = D4RL_NAME_PATTERN.match(name)
+    if match is None or name not in D4RL_DATASETS:
+        family = name.split("-", 1)[0]
+        similar = sorted(k for k in D4RL_DATASETS if k.startswith(family + "-"))
+        raise ValueError(
+            f"{name!r} is not a D4RL dataset known to torchrl; "
+            + (
+                f"datasets for {family!r}: {similar}"
+                if similar
+                else "expected e.g. 'hopper-medium-v2'"
+            )
+        )
+    cache = d4rl_cache_dir(root)
+    cached = (cache / name).exists()
+    if not cached and not download:
+        raise _unavailable(name, cache, "no cached copy and download=False")
+
+    saved_env = os.environ.get("D4RL_DATASET_DIR")  # torchrl points it at a deleted temp dir
+    try:
+        replay = D4RLExperienceReplay(
+            name,
+            batch_size=1,
+            direct_download=True,
+            use_truncated_as_done=False,
+            root=str(cache),
+            download=not cached,
+        )
+        raw = replay.storage._storage
+    except Exception as err:
+        reason = (
+            f"the cached copy could not be read ({type(err).__name__}: {err}); delete it and "
+            "fetch it again"
+            if cached
+            else f"download failed ({type(err).__name__}: {err})"
+        )
+        raise _unavailable(name, cache, reason) from err
+    finally:
+        if saved_env is None:
+            os.environ.pop("D4RL_DATASET_DIR", None)
+        else:
+            os.environ["D4RL_DATASET_DIR"] = saved_env
+
+    data, info = d4rl_transitions_from_torchrl(raw)
+    env = match["env"]
+    validate_transitions(data, obs_dim=_D4RL_OBS_DIMS.get(env))
+    refs = D4RL_REF_SCORES.get(env)
+    metadata = {"source": "d4rl", "path": str(cache / name), **info}
+    if env in _EVAL_NOTES:
+        metadata["eval_note"] = _EVAL_NOTES[env]
+    if info["dropped_timeouts"]:
+        logger.info(
+            "%s: dropped %d timeout transitions without a usable next observation",
+            name,
+            info["dropped_timeouts"],
+        )
+    logger.info(
+        "loaded D4RL dataset %s: %d transitions in %d episodes from %s",
+        name,
+        data.batch_size[0],
+        info["num_episodes"],
+        cache / name,
+    )
+    return OfflineDataset(
+        name=name,
+        data=data,
+        env_id=d4rl_eval_env_id(name),
+        ref_min_score=None if refs is None else refs.random,
+        ref_max_score=None if refs is None else refs.expert,
+        metadata=metadata,
+    )

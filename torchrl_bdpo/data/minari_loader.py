@@ -1,0 +1,167 @@
+"""Load Minari datasets into TED transitions (without torchrl's MinariExperienceReplay).
+
+torchrl 0.14's ``MinariExperienceReplay`` stores an all-zero dataset (it memory-maps the
+structure of the loaded data but not its contents), so episodes are read with
+``minari.load_dataset`` and stacked here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import OfflineDataset
+from .errors import DatasetUnavailableError
+from .ted import episodes_to_ted
+from .validation import validate_transitions
+
+__all__ = ["load_minari_dataset", "minari_datasets_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+def minari_datasets_dir() -> Path:
+    """Root directory Minari reads datasets from: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    if root is None:
+        return Path("~/.minari/datasets").expanduser()
+    return Path(root)
+
+
+def _unavailable(dataset_id: str, reason: str) -> DatasetUnavailableError:
+    root = minari_datasets_dir()
+    where = "MINARI_DATASETS_PATH" if "MINARI_DATASETS_PATH" in os.environ else "default"
+    return DatasetUnavailableError(
+        f"Minari dataset {dataset_id!r} is not available: {reason}. Searched "
+        f"{root / dataset_id} ({where} datasets directory {root}). To get it, run "
+        f"`minari download {dataset_id}` on a machine with network access, then copy its "
+        f"folder ~/.minari/datasets/{dataset_id} (or $MINARI_DATASETS_PATH/{dataset_id}) to "
+        f"{root / dataset_id} here, or set MINARI_DATASETS_PATH to a directory that holds it."
+    )
+
+
+def _space_obs_dim(space: Any) -> int | None:
+    """Flat observation size implied by a Gymnasium space (see ``flatten_observation``)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
+        parts = [space["observation"]]
+        if "desired_goal" in space.spaces:
+            parts.append(space["desired_goal"])
+        if all(isinstance(p, gym.spaces.Box) for p in parts):
+            return int(sum(np.prod(p.shape) for p in parts))
+        return None
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    return None
+
+
+def _spec_id(spec_json: Any) -> str | None:
+    if not isinstance(spec_json, str):
+        return None
+    try:
+        return json.loads(spec_json).get("id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDataset:
+    """Load a Minari dataset as TED transitions.
+
+    Dict observations are flattened to ``concat(observation, desired_goal)`` (goal only
+    when present; ``achieved_goal`` is dropped), see
+    :func:`~torchrl_bdpo.data.ted.flatten_observation`.
+
+    Args:
+        dataset_id: Minari id, e.g. ``"mujoco/hopper/medium-v0"``.
+        download: try ``minari``'s download when the dataset is not local.
+
+    Returns:
+        :class:`OfflineDataset` whose ``env_id`` is the evaluation env of the dataset
+        (``eval_env_spec``, else the data-collection ``env_spec``), with reference
+        scores from the dataset metadata (``ref_min_score``/``ref_max_score``) or ``None``.
+
+    Raises:
+        DatasetUnavailableError: not found locally and ``download`` is off or failed.
+        DatasetValidationError: the stored transitions are malformed.
+
+    Examples:
+        >>> ds = load_minari_dataset("mujoco/hopper/medium-v0")  # doctest: +SKIP
+        >>> ds.data["next", "reward"].shape  # doctest: +SKIP
+        torch.Size([1000000, 1])
+    """
+    import minari
+
+    data_dir = minari_datasets_dir() / dataset_id / "data"
+    if not data_dir.is_dir() and not download:
+        raise _unavailable(dataset_id, "not found locally and download=False")
+    try:
+        source = minari.load_dataset(dataset_id, download=download)
+    except FileNotFoundError as err:
+        raise _unavailable(dataset_id, f"minari could not find it ({err})") from err
+    except Exception as err:  # minari raises several types for network/remote failures
+        if data_dir.is_dir():
+            raise
+        raise _unavailable(dataset_id, f"download failed ({type(err).__name__}: {err})") from err
+
+    raw_meta = source.storage.metadata
+    episodes = [
+        {
+            "observations": ep.observations,
+            "actions": ep.actions,
+            "rewards": ep.rewards,
+            "terminations": ep.terminations,
+            "truncations": ep.truncations,
+        }
+        for ep in source.iterate_episodes()
+    ]
+    data = episodes_to_ted(episodes)
+
+    action_space = source.action_space
+    low = getattr(action_space, "low", -np.inf)
+    high = getattr(action_space, "high", np.inf)
+    validate_transitions(
+        data,
+        action_low=np.asarray(low, dtype=np.float64).reshape(-1),
+        action_high=np.asarray(high, dtype=np.float64).reshape(-1),
+        obs_dim=_space_obs_dim(source.observation_space),
+    )
+
+    env_spec_id = source.spec.env_spec.id if source.spec.env_spec is not None else None
+    eval_env_id = _spec_id(raw_meta.get("eval_env_spec"))
+    ref_min, ref_max = raw_meta.get("ref_min_score"), raw_meta.get("ref_max_score")
+    metadata = {
+        "source": "minari",
+        "path": str(data_dir),
+        "env_spec_id": env_spec_id,
+        "eval_env_id": eval_env_id,
+        "total_episodes": len(episodes),
+        "observation_layout": "concat(observation, desired_goal)"
+        if isinstance(episodes[0]["observations"], dict)
+        else "flat",
+        **{
+            k: raw_meta[k]
+            for k in ("algorithm_name", "description", "minari_version", "dataset_size")
+            if k in raw_meta
+        },
+    }
+    logger.info(
+        "loaded Minari dataset %s: %d transitions in %d episodes from %s",
+        dataset_id,
+        data.batch_size[0],
+        len(episodes),
+        data_dir,
+    )
+    return OfflineDataset(
+        name=dataset_id,
+        data=data,
+        env_id=eval_env_id or env_spec_id,
+        ref_min_score=None if ref_min is None else float(ref_min),
+        ref_max_score=None if ref_max is None else float(ref_max),
+        metadata=metadata,
+    )

@@ -1,0 +1,141 @@
+"""Checks that transitions are usable for offline RL, with messages that name the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+
+from .errors import DatasetValidationError
+from .ted import TED_KEYS
+
+__all__ = ["DatasetValidationError", "validate_transitions"]
+
+_FLOAT_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"))
+_FLAG_KEYS = (("next", "terminated"), ("next", "truncated"), ("next", "done"))
+
+
+def _name(key) -> str:
+    return key if isinstance(key, str) else "/".join(key)
+
+
+def _bound(value: float | Sequence[float] | torch.Tensor, act_dim: int) -> torch.Tensor:
+    bound = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if bound.numel() not in (1, act_dim):
+        raise DatasetValidationError(
+            f"action bound has {bound.numel()} entries, expected 1 or act_dim={act_dim}"
+        )
+    return bound.expand(act_dim)
+
+
+def validate_transitions(
+    data: TensorDictBase,
+    *,
+    action_low: float | Sequence[float] | torch.Tensor = -1.0,
+    action_high: float | Sequence[float] | torch.Tensor = 1.0,
+    tolerance: float = 1e-3,
+    obs_dim: int | None = None,
+) -> None:
+    """Raise :class:`DatasetValidationError` on the first problem found in ``data``.
+
+    Checks, in order: non-empty 1-D batch; the TED keys are present; shapes
+    (``observation``/``next/observation`` ``[T, obs_dim]``, ``action`` ``[T, act_dim]``,
+    reward and flags ``[T, 1]``, ``episode`` ``[T]`` integer when present); float dtypes for
+    observations/actions/rewards and bool for flags; ``done == terminated | truncated``;
+    finite values; actions inside ``[action_low, action_high]`` up to ``tolerance``;
+    observation size equal to ``obs_dim`` (the evaluation environment's) when given.
+
+    Args:
+        data: transitions with batch size ``[T]``.
+        action_low, action_high: action box, scalars or ``[act_dim]``; infinite bounds
+            are not checked.
+        tolerance: allowed excess beyond the box.
+        obs_dim: expected observation size, or ``None`` to skip that check.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"observation": torch.zeros(2, 3)}, batch_size=[2])
+        >>> validate_transitions(td)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchrl_bdpo.data.errors.DatasetValidationError: transitions lack keys ['action', ...
+    """
+    if data.batch_dims != 1:
+        raise DatasetValidationError(
+            f"transitions need a 1-D batch size [T], got batch_size={list(data.batch_size)}"
+        )
+    num = data.batch_size[0]
+    if num == 0:
+        raise DatasetValidationError("dataset is empty (0 transitions)")
+
+    present = set(data.keys(include_nested=True, leaves_only=True))
+    missing = [_name(k) for k in TED_KEYS if k not in present]
+    if missing:
+        have = sorted(_name(k) for k in present)
+        raise DatasetValidationError(f"transitions lack keys {missing}; present keys: {have}")
+
+    obs, action = data["observation"], data["action"]
+    if obs.ndim != 2 or action.ndim != 2:
+        raise DatasetValidationError(
+            "observation and action must be [T, dim] (2-D), got "
+            f"observation {list(obs.shape)} and action {list(action.shape)}"
+        )
+    if data["next", "observation"].shape != obs.shape:
+        raise DatasetValidationError(
+            f"next/observation has shape {list(data['next', 'observation'].shape)} but "
+            f"observation has {list(obs.shape)}"
+        )
+    for key in (("next", "reward"), *_FLAG_KEYS):
+        if data[key].shape != (num, 1):
+            raise DatasetValidationError(
+                f"{_name(key)} has shape {list(data[key].shape)}, expected [{num}, 1]"
+            )
+    if "episode" in data.keys():
+        episode = data["episode"]
+        if episode.shape != (num,) or episode.is_floating_point() or episode.dtype == torch.bool:
+            raise DatasetValidationError(
+                f"episode must be an integer tensor of shape [{num}], got "
+                f"{episode.dtype} {list(episode.shape)}"
+            )
+
+    for key in _FLOAT_KEYS:
+        if not data[key].is_floating_point():
+            raise DatasetValidationError(
+                f"{_name(key)} must be floating point, got {data[key].dtype}"
+            )
+    for key in _FLAG_KEYS:
+        if data[key].dtype != torch.bool:
+            raise DatasetValidationError(f"{_name(key)} must be bool, got {data[key].dtype}")
+    inconsistent = data["next", "done"] != (data["next", "terminated"] | data["next", "truncated"])
+    if inconsistent.any():
+        raise DatasetValidationError(
+            f"next/done differs from terminated | truncated in {int(inconsistent.sum())} "
+            "transitions"
+        )
+
+    for key in _FLOAT_KEYS:
+        bad = ~torch.isfinite(data[key])
+        if bad.any():
+            raise DatasetValidationError(
+                f"{_name(key)} has {int(bad.sum())} non-finite entries (NaN or inf) "
+                f"in {int(bad.reshape(num, -1).any(-1).sum())} transitions"
+            )
+
+    act_dim = action.shape[-1]
+    low, high = _bound(action_low, act_dim), _bound(action_high, act_dim)
+    act64 = action.double()
+    excess = torch.maximum(act64 - high, low - act64)
+    excess = torch.where(torch.isfinite(excess), excess, torch.zeros_like(excess))
+    worst = float(excess.max())
+    if worst > tolerance:
+        count = int((excess > tolerance).any(-1).sum())
+        raise DatasetValidationError(
+            f"actions leave the box [{low.min().item():g}, {high.max().item():g}] by up to "
+            f"{worst:.6g} (tolerance {tolerance:g}) in {count} transitions"
+        )
+
+    if obs_dim is not None and obs.shape[-1] != obs_dim:
+        raise DatasetValidationError(
+            f"observation size {obs.shape[-1]} does not match the environment's obs_dim={obs_dim}"
+        )

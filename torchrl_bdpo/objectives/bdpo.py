@@ -1,0 +1,475 @@
+"""BDPO's loss: pathwise-KL-regularised ensemble critics, diffusion values and a one-step actor loss."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import TensorDictModule, dispatch
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+
+from torchrl_bdpo.modules.actor import DiffusionActor
+from torchrl_bdpo.objectives.behavior import noise_prediction_error
+
+_BACKUPS = ("mean", "max")
+_PENALTY_PLACEMENTS = ("inside", "outside")
+_AGGREGATIONS = ("lcb", "mean", "min")
+
+
+class BDPOLoss(LossModule):
+    r"""Behavior-Regularized Diffusion Policy Optimization (Gao et al., ICML 2025).
+
+    With the per-step KL between two diffusion reverse kernels of equal variance
+    :math:`\ell_n(s, x_n) = w_n \|\epsilon^\pi(x_n, n, s) - \epsilon^\nu(x_n, n, s)\|^2`
+    (``w_n`` from :class:`~torchrl_bdpo.VPSchedule`), the three losses are:
+
+    * ``loss_qvalue``: each of the ``K`` critics regresses onto
+      :math:`y_Q = r + \gamma (1 - d)\,[\mathrm{Agg}_k \mathrm{Red}_m \bar Q_k(s', a'^{(m)}_0) - \eta P(s')]`,
+      where ``a'^{(m)}`` are ``M`` full reverse paths of the EMA actor at ``s'``
+      and :math:`P(s') = \mathrm{mean}_m \sum_n \ell_n(s', x'^{(m)}_n)` is evaluated
+      with the EMA behavior model on the actor's own paths. With
+      ``penalty_placement="outside"`` the penalty is subtracted outside ``γ(1-d)``.
+    * ``loss_value``: :math:`V_n(s, x_n)`, with ``x_n ~ q(x_n | a)`` for
+      dataset pairs and ``n ~ U{1..N}``, regresses onto
+      :math:`y_V = \mathrm{Agg}_k \mathrm{mean}_m \bar V_{n-1,k}(s, x^{(m)}_{n-1}) - \eta \ell_n(s, x_n)`
+      with ``x_{n-1}`` one reverse step of the EMA actor and :math:`\bar V_0 := \bar Q`.
+    * ``loss_actor``: :math:`-\mathrm{mean}[\mathrm{Agg}_k \mathrm{mean}_m \bar V_{n-1,k}(s, x^{(m)}_{n-1}) - \eta \ell_n]`
+      with ``x_{n-1}`` one *reparameterised* step of the online actor: gradients
+      reach the actor through ``x_{n-1}`` and through :math:`\epsilon^\pi` in
+      :math:`\ell_n`, never through the chain.
+
+    ``Agg_k`` is ``mean_k - rho * std_k`` (population std; ``aggregation="lcb"``),
+    ``"mean"`` or ``"min"``; ``Red_m`` is the mean over samples (``backup="mean"``)
+    or their max (``"max"``, AntMaze). Ensembles, the ``M`` samples and the ``N``
+    steps of the penalty are tensor axes: one batched call per network.
+
+    Sampling inside the loss is always stochastic: it does not read TorchRL's
+    exploration type (a :class:`~torchrl.objectives.LossModule` runs in
+    deterministic mode by default).
+
+    Parameter groups (each with target/EMA copies, see :class:`GroupSoftUpdate`):
+    ``actor_network`` (trained by ``loss_actor``), ``qvalue_network`` and
+    ``value_network`` (trained by ``loss_qvalue``/``loss_value``), and
+    ``behavior_network``: the KL uses its **target** (EMA) parameters, held fixed
+    by every BDPO loss; its online parameters are trained only by
+    :meth:`behavior_loss` (pre-training and optional continued training).
+
+    Args:
+        actor_network (DiffusionActor): the actor ``pi``.
+        qvalue_network (TensorDictModule): an ensemble critic reading
+            ``(observation, action)`` and writing ``state_action_value`` of shape
+            ``[*batch, K]``, e.g. ``make_qvalue_operator(QEnsemble(...))``.
+        value_network (TensorDictModule): an ensemble diffusion value reading
+            ``(observation, noisy_action, diffusion_step)`` and writing
+            ``state_value`` ``[*batch, K]``, e.g. ``make_value_operator(DiffusionValueEnsemble(...))``.
+        behavior_network (DiffusionActor): the behavior model ``nu`` (same
+            architecture and schedule as the actor; a distinct module).
+
+    Keyword Args:
+        eta (float): the regularisation strength ``η > 0``.
+        rho (float): the LCB coefficient ``ρ >= 0``. Defaults to 1.0.
+        gamma (float): the discount. Defaults to 0.99.
+        num_samples (int): ``M``. Defaults to 10.
+        backup ("mean" | "max"): ``Red_m``. Defaults to ``"mean"``.
+        penalty_placement ("inside" | "outside"): where ``η P(s')`` enters the Q
+            target (the authors' code: inside; the paper-era code: outside).
+            Defaults to ``"inside"``.
+        aggregation ("lcb" | "mean" | "min"): ``Agg_k``. Defaults to ``"lcb"``.
+        bandit (bool): every transition is terminal (one-step tasks): the Q target
+            is the reward and no next-state chain is run. Defaults to ``False``.
+
+    Examples:
+        >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
+        ...     QEnsemble, DiffusionValueEnsemble, make_qvalue_operator, make_value_operator)
+        >>> def diffusion():
+        ...     return DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        >>> loss = BDPOLoss(
+        ...     diffusion(),
+        ...     make_qvalue_operator(QEnsemble(3, 2, num_members=4, hidden_sizes=(16,))),
+        ...     make_value_operator(DiffusionValueEnsemble(3, 2, num_members=4, hidden_sizes=(16,))),
+        ...     diffusion(), eta=0.2, rho=1.0, num_samples=3)
+        >>> td = TensorDict({
+        ...     "observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1,
+        ...     "next": {"observation": torch.randn(8, 3), "reward": torch.randn(8, 1),
+        ...              "terminated": torch.zeros(8, 1, dtype=torch.bool),
+        ...              "done": torch.zeros(8, 1, dtype=torch.bool)}}, [8])
+        >>> out = loss(td)
+        >>> sorted(k for k in out.keys() if k.startswith("loss_"))
+        ['loss_actor', 'loss_qvalue', 'loss_value']
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (``loss.set_keys(name=key)``).
+
+        Attributes:
+            observation (NestedKey): the state (and, under ``"next"``, the next
+                state). Defaults to ``"observation"``.
+            action (NestedKey): the dataset action. Defaults to ``"action"``.
+            reward (NestedKey): the reward, read under ``"next"``. Defaults to ``"reward"``.
+            done (NestedKey): done flag, read under ``"next"`` (not used for
+                bootstrapping). Defaults to ``"done"``.
+            terminated (NestedKey): termination flag, read under ``"next"``: the
+                bootstrap mask. Defaults to ``"terminated"``.
+            state_action_value (NestedKey): the critic's output. Defaults to ``"state_action_value"``.
+            state_value (NestedKey): the diffusion value's output. Defaults to ``"state_value"``.
+
+        The networks' inputs are filled by position from their own ``in_keys``:
+        ``(observation, action)`` for the critic and ``(observation, x_n, n)``
+        for the diffusion value, so renaming the data keys never requires
+        rebuilding the networks.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        state_action_value: NestedKey = "state_action_value"
+        state_value: NestedKey = "state_value"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    out_keys = [
+        "loss_qvalue",
+        "loss_value",
+        "loss_actor",
+        "penalty",
+        "kl_per_step",
+        "q_mean",
+        "q_std",
+        "target_q",
+        "v_mean",
+        "target_v",
+        "actor_kl",
+        "actor_value",
+    ]
+
+    actor_network: DiffusionActor
+    actor_network_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    behavior_network: DiffusionActor
+    behavior_network_params: TensorDictParams
+    target_behavior_network_params: TensorDictParams
+    qvalue_network: TensorDictModule
+    qvalue_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+    value_network: TensorDictModule
+    value_network_params: TensorDictParams
+    target_value_network_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: DiffusionActor,
+        qvalue_network: TensorDictModule,
+        value_network: TensorDictModule,
+        behavior_network: DiffusionActor,
+        *,
+        eta: float,
+        rho: float = 1.0,
+        gamma: float = 0.99,
+        num_samples: int = 10,
+        backup: Literal["mean", "max"] = "mean",
+        penalty_placement: Literal["inside", "outside"] = "inside",
+        aggregation: Literal["lcb", "mean", "min"] = "lcb",
+        bandit: bool = False,
+    ) -> None:
+        _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation)
+        if actor_network is behavior_network:
+            raise ValueError(
+                "actor_network and behavior_network must be distinct modules (the actor "
+                "is trained, the behavior model is held fixed); build two DiffusionActors."
+            )
+        a_sched, b_sched = actor_network.policy.schedule, behavior_network.policy.schedule
+        if a_sched.num_steps != b_sched.num_steps or not torch.allclose(
+            a_sched.betas, b_sched.betas
+        ):
+            raise ValueError(
+                "The actor and the behavior model must share the noise schedule: got "
+                f"{a_sched} and {b_sched}."
+            )
+        super().__init__()
+        self.convert_to_functional(actor_network, "actor_network", create_target_params=True)
+        self.convert_to_functional(behavior_network, "behavior_network", create_target_params=True)
+        self.convert_to_functional(qvalue_network, "qvalue_network", create_target_params=True)
+        self.convert_to_functional(value_network, "value_network", create_target_params=True)
+        self.eta = float(eta)
+        self.rho = float(rho)
+        self.gamma = float(gamma)
+        self.num_samples = int(num_samples)
+        self.backup = backup
+        self.penalty_placement = penalty_placement
+        self.aggregation = aggregation
+        self.bandit = bool(bandit)
+        self.schedule = a_sched
+
+    # ------------------------------------------------------------------ keys
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        keys = self.tensor_keys
+        return [
+            keys.observation,
+            keys.action,
+            ("next", keys.observation),
+            ("next", keys.reward),
+            ("next", keys.terminated),
+        ]
+
+    def make_value_estimator(self, value_type=None, **hyperparams):
+        """BDPO's targets are built in :meth:`qvalue_loss`; only ``gamma`` can be changed here."""
+        if value_type is not None or set(hyperparams) - {"gamma"}:
+            raise NotImplementedError(
+                "BDPOLoss computes its own TD(0) targets (ensemble LCB minus the pathwise KL "
+                "penalty); only make_value_estimator(gamma=...) is supported."
+            )
+        if "gamma" in hyperparams:
+            self.gamma = float(hyperparams["gamma"])
+        return self
+
+    def _get(self, tensordict: TensorDictBase, keys: list[NestedKey], method: str):
+        missing = [k for k in keys if k not in tensordict.keys(True, True)]
+        if missing:
+            raise KeyError(
+                f"BDPOLoss.{method} needs the keys {keys} but {missing} are missing from the "
+                f"input (it has {sorted(map(str, tensordict.keys(True, True)))}). Map your keys "
+                f"with loss.set_keys(...), e.g. set_keys(observation='obs', reward='rew'); "
+                f"current mapping: {self.tensor_keys}."
+            )
+        return [tensordict.get(k) for k in keys]
+
+    # ------------------------------------------------------------ functional
+    @staticmethod
+    def _params(params: TensorDictBase | None, module):
+        return nullcontext() if params is None else params.to_module(module)
+
+    def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Ensemble critic ``[*batch, K]``."""
+        batch = torch.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
+        obs_key, act_key = self.qvalue_network.in_keys[:2]
+        td = TensorDict(
+            {
+                obs_key: obs.expand(*batch, obs.shape[-1]),
+                act_key: act.expand(*batch, act.shape[-1]),
+            },
+            batch_size=batch,
+        )
+        with params.to_module(self.qvalue_network):
+            return self.qvalue_network(td).get(self.tensor_keys.state_action_value)
+
+    def _v(
+        self, params: TensorDictBase, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor
+    ) -> torch.Tensor:
+        """Ensemble diffusion value ``[*batch, K]``."""
+        batch = torch.broadcast_shapes(obs.shape[:-1], x.shape[:-1], n.shape)
+        obs_key, x_key, n_key = self.value_network.in_keys[:3]
+        td = TensorDict(
+            {
+                obs_key: obs.expand(*batch, obs.shape[-1]),
+                x_key: x.expand(*batch, x.shape[-1]),
+                n_key: n.expand(batch),
+            },
+            batch_size=batch,
+        )
+        with params.to_module(self.value_network):
+            return self.value_network(td).get(self.tensor_keys.state_value)
+
+    def _noise(self, which: str, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor):
+        module = self.behavior_network if "behavior" in which else self.actor_network
+        with getattr(self, which).to_module(module):
+            return module.policy.predict_noise(obs, x, n)
+
+    def _aggregate(self, values: torch.Tensor) -> torch.Tensor:
+        """``Agg_k`` over the last (ensemble) axis."""
+        if self.aggregation == "lcb":
+            return values.mean(-1) - self.rho * values.std(-1, correction=0)
+        if self.aggregation == "min":
+            return values.amin(-1)
+        return values.mean(-1)
+
+    def _kl(self, eps_pi: torch.Tensor, eps_nu: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """``l_n = w_n ||eps_pi - eps_nu||^2``, summed over action dims."""
+        return self.schedule.kl_weights[n] * (eps_pi - eps_nu).pow(2).sum(-1)
+
+    def _next_values(
+        self, obs: torch.Tensor, x_prev: torch.Tensor, n_prev: torch.Tensor
+    ) -> torch.Tensor:
+        """Target ``V_{n-1}(s, x_{n-1})`` with ``V_0 := Q``: obs ``[B, O]``, x ``[B, M, A]``, n ``[B]`` -> ``[B, M, K]``."""
+        obs_m = obs.unsqueeze(-2)
+        q = self._q(self.target_qvalue_network_params, obs_m, x_prev)
+        v = self._v(
+            self.target_value_network_params,
+            obs_m,
+            x_prev,
+            n_prev.clamp_min(1).unsqueeze(-1).expand(x_prev.shape[:-1]),
+        )
+        return torch.where((n_prev == 0).view(-1, 1, 1), q, v)
+
+    def _one_step(
+        self, params_name: str, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``M`` reparameterised reverse steps from one ``x_n``: ``([B, M, A], eps [B, A])``."""
+        with getattr(self, params_name).to_module(self.actor_network):
+            policy = self.actor_network.policy
+            eps = policy.predict_noise(obs, x_n, n)
+            mean = policy.reverse_mean(x_n, n, eps)
+        z = torch.randn(*x_n.shape[:-1], self.num_samples, x_n.shape[-1], device=x_n.device)
+        sigma = torch.where(n > 1, self.schedule.sigmas[n], 0.0).view(-1, 1, 1)
+        return mean.unsqueeze(-2) + sigma * z, eps
+
+    def _noisy_dataset_actions(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.schedule.sample_steps(act.shape[:-1], device=act.device)
+        return self.schedule.q_sample(act, n), n
+
+    # ----------------------------------------------------------------- losses
+    def q_target(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics."""
+        keys = self.tensor_keys
+        reward, term = self._get(
+            tensordict, [("next", keys.reward), ("next", keys.terminated)], "qvalue_loss"
+        )
+        reward = reward.reshape(-1)
+        if self.bandit:
+            return reward, {}
+        (next_obs,) = self._get(tensordict, [("next", keys.observation)], "qvalue_loss")
+        next_obs = next_obs.reshape(-1, next_obs.shape[-1])
+        big_n, (b, m) = self.schedule.num_steps, (next_obs.shape[0], self.num_samples)
+        with torch.no_grad():
+            s = next_obs.unsqueeze(-2).expand(b, m, next_obs.shape[-1])
+            with self.target_actor_network_params.to_module(self.actor_network):
+                chain = self.actor_network.policy.sample(s, return_chain=True)
+            steps = (
+                torch.arange(1, big_n + 1, device=s.device).view(big_n, 1, 1).expand(big_n, b, m)
+            )
+            eps_nu = self._noise(
+                "target_behavior_network_params",
+                s.expand(big_n, b, m, s.shape[-1]),
+                chain.states[1:],
+                steps,
+            )
+            kl = self._kl(chain.noise_preds, eps_nu, steps)  # [N, B, M]
+            penalty = kl.sum(0).mean(-1)  # [B]
+            q_next = self._q(self.target_qvalue_network_params, s, chain.action)  # [B, M, K]
+            q_next = q_next.mean(-2) if self.backup == "mean" else q_next.amax(-2)
+            boot = self._aggregate(q_next)
+            nonterminal = (~term.reshape(-1)).to(reward.dtype)
+            if self.penalty_placement == "inside":
+                target = reward + self.gamma * nonterminal * (boot - self.eta * penalty)
+            else:
+                target = reward + self.gamma * nonterminal * boot - self.eta * penalty
+        return target, {"penalty": penalty.mean(), "kl_per_step": kl.mean((1, 2))}
+
+    def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """Squared TD error of every critic onto ``y_Q`` (summed over members, mean over the batch)."""
+        keys = self.tensor_keys
+        obs, act = self._get(tensordict, [keys.observation, keys.action], "qvalue_loss")
+        target, meta = self.q_target(tensordict)
+        q = self._q(
+            self.qvalue_network_params,
+            obs.reshape(-1, obs.shape[-1]),
+            act.reshape(-1, act.shape[-1]),
+        )
+        loss = (q - target.unsqueeze(-1)).pow(2).sum(-1).mean()
+        meta.update(
+            q_mean=q.detach().mean(),
+            q_std=q.detach().std(-1, correction=0).mean(),
+            target_q=target.mean(),
+        )
+        return loss, meta
+
+    def value_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """Squared error of every ``V_n`` member onto ``y_V`` at forward-noised dataset actions."""
+        keys = self.tensor_keys
+        obs, act = self._get(tensordict, [keys.observation, keys.action], "value_loss")
+        obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
+        x_n, n = self._noisy_dataset_actions(act)
+        with torch.no_grad():
+            x_prev, eps_pi = self._one_step("target_actor_network_params", obs, x_n, n)
+            eps_nu = self._noise("target_behavior_network_params", obs, x_n, n)
+            kl = self._kl(eps_pi, eps_nu, n)
+            target = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2)) - self.eta * kl
+        v = self._v(self.value_network_params, obs, x_n, n)
+        loss = (v - target.unsqueeze(-1)).pow(2).sum(-1).mean()
+        return loss, {"v_mean": v.detach().mean(), "target_v": target.mean()}
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """One reparameterised reverse step of the online actor, scored by the target values minus ``η l_n``."""
+        keys = self.tensor_keys
+        obs, act = self._get(tensordict, [keys.observation, keys.action], "actor_loss")
+        obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
+        x_n, n = self._noisy_dataset_actions(act)
+        x_prev, eps_pi = self._one_step("actor_network_params", obs, x_n, n)
+        with torch.no_grad():
+            eps_nu = self._noise("target_behavior_network_params", obs, x_n, n)
+        kl = self._kl(eps_pi, eps_nu, n)
+        value = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2))
+        loss = -(value - self.eta * kl).mean()
+        return loss, {"actor_kl": kl.detach().mean(), "actor_value": value.detach().mean()}
+
+    def behavior_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """Epsilon-prediction MSE of the online behavior model (pre-training / continued training)."""
+        keys = self.tensor_keys
+        obs, act = self._get(tensordict, [keys.observation, keys.action], "behavior_loss")
+        with self.behavior_network_params.to_module(self.behavior_network):
+            err = noise_prediction_error(
+                self.behavior_network.policy,
+                obs.reshape(-1, obs.shape[-1]),
+                act.reshape(-1, act.shape[-1]),
+            )
+        return err.mean(), {}
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Computes ``loss_qvalue``, ``loss_value`` and ``loss_actor`` with their diagnostics.
+
+        The behavior model is not trained here (see :meth:`behavior_loss`).
+        """
+        loss_q, meta_q = self.qvalue_loss(tensordict)
+        loss_v, meta_v = self.value_loss(tensordict)
+        loss_a, meta_a = self.actor_loss(tensordict)
+        return TensorDict(
+            {
+                "loss_qvalue": loss_q,
+                "loss_value": loss_v,
+                "loss_actor": loss_a,
+                **meta_q,
+                **meta_v,
+                **meta_a,
+            }
+        )
+
+    @torch.no_grad()
+    def init_actor_from_behavior(self) -> None:
+        """Copies the EMA behavior parameters into the actor and its target (BDPO's step 2)."""
+        src = self.target_behavior_network_params
+        for dest in (self.actor_network_params, self.target_actor_network_params):
+            for key, value in src.items(True, True):
+                dest.get(key).data.copy_(value)
+
+
+def _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation) -> None:
+    problems = []
+    if not eta > 0:
+        problems.append(f"eta must be > 0 (got {eta})")
+    if not rho >= 0:
+        problems.append(f"rho must be >= 0 (got {rho})")
+    if not 0 <= gamma <= 1:
+        problems.append(f"gamma must be in [0, 1] (got {gamma})")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        problems.append(f"num_samples (M) must be an integer >= 1 (got {num_samples})")
+    if backup not in _BACKUPS:
+        problems.append(f"backup must be one of {_BACKUPS} (got {backup!r})")
+    if penalty_placement not in _PENALTY_PLACEMENTS:
+        problems.append(
+            f"penalty_placement must be one of {_PENALTY_PLACEMENTS} (got {penalty_placement!r})"
+        )
+    if aggregation not in _AGGREGATIONS:
+        problems.append(f"aggregation must be one of {_AGGREGATIONS} (got {aggregation!r})")
+    if problems:
+        raise ValueError("Invalid BDPOLoss settings: " + "; ".join(problems) + ".")

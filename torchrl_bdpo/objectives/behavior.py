@@ -1,0 +1,100 @@
+"""Behavior-diffusion pre-training: the epsilon-prediction MSE as a TorchRL LossModule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import dispatch
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+
+from torchrl_bdpo.modules.actor import DiffusionActor
+from torchrl_bdpo.modules.diffusion_policy import DiffusionPolicy
+
+
+def noise_prediction_error(
+    policy: DiffusionPolicy, obs: torch.Tensor, action: torch.Tensor
+) -> torch.Tensor:
+    """``||eps(x_n, n, s) - eps||^2`` (summed over action dims) at a random step per sample.
+
+    ``n ~ U{1..N}``, ``x_n = sqrt(abar_n) a + sqrt(1 - abar_n) eps``.
+
+    Args:
+        obs (Tensor): ``[B, O]``; action (Tensor): ``[B, A]``.
+
+    Returns:
+        Tensor ``[B]``.
+    """
+    n = policy.schedule.sample_steps(action.shape[:-1], device=action.device)
+    noise = torch.randn_like(action)
+    x_n = policy.schedule.q_sample(action, n, noise)
+    return (policy.predict_noise(obs, x_n, n) - noise).pow(2).sum(-1)
+
+
+class DiffusionBehaviorLoss(LossModule):
+    """Behavior cloning of a diffusion model (DDPM's epsilon-prediction loss).
+
+    Holds target (EMA) parameters, updated with e.g. ``SoftUpdate(loss, tau=0.005)``;
+    BDPO's KL uses the EMA behavior model.
+
+    Args:
+        behavior_network (DiffusionActor): the behavior diffusion model.
+
+    Returns (``forward``):
+        TensorDict with ``loss_behavior`` (scalar).
+
+    Examples:
+        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor
+        >>> actor = DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        >>> loss = DiffusionBehaviorLoss(actor)
+        >>> td = TensorDict({"observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1}, [8])
+        >>> loss(td)["loss_behavior"].shape
+        torch.Size([])
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable keys (``set_keys``).
+
+        Attributes:
+            observation (NestedKey): the state. Defaults to ``"observation"``.
+            action (NestedKey): the dataset action. Defaults to ``"action"``.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    out_keys = ["loss_behavior"]
+
+    behavior_network: DiffusionActor
+    behavior_network_params: TensorDictParams
+    target_behavior_network_params: TensorDictParams
+
+    def __init__(self, behavior_network: DiffusionActor, *, delay_behavior: bool = True) -> None:
+        super().__init__()
+        self.convert_to_functional(
+            behavior_network, "behavior_network", create_target_params=delay_behavior
+        )
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        return [self.tensor_keys.observation, self.tensor_keys.action]
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        obs = tensordict.get(self.tensor_keys.observation)
+        act = tensordict.get(self.tensor_keys.action)
+        with self.behavior_network_params.to_module(self.behavior_network):
+            err = noise_prediction_error(
+                self.behavior_network.policy,
+                obs.reshape(-1, obs.shape[-1]),
+                act.reshape(-1, act.shape[-1]),
+            )
+        return TensorDict({"loss_behavior": err.mean()})
