@@ -114,8 +114,9 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
     """Convert torchrl's processed D4RL TensorDict ``[N]`` to TED transitions ``[T]``.
 
     Episodes end after a terminal or a timeout, or where ``next/observation`` differs from
-    the following row's ``observation``. Unusable timeout transitions are dropped (see the
-    module docstring); the final row of the data is marked truncated if it is not done.
+    the following row's ``observation`` (L2 distance > 1e-6, as in IQL's D4RL split).
+    Unusable timeout transitions are dropped (see the module docstring). Every episode
+    ends with ``done``: an end without a flag (and the data's last row) becomes a truncation.
 
     Returns:
         ``(transitions, info)`` where ``info`` counts dropped transitions and episodes.
@@ -134,6 +135,8 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
     done = terminated | truncated
     boundary = done.clone()
     boundary[:-1] |= ~copies_following[:-1] & ~zeroed[:-1]
+    boundary[-1] = True
+    unflagged = boundary & ~done
     episode = torch.zeros(num, dtype=torch.int64)
     episode[1:] = torch.cumsum(boundary[:-1].long(), 0)
 
@@ -141,10 +144,9 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
     # the transition before a dropped timeout becomes the (truncated) end of its episode
     prev_end = torch.zeros(num, dtype=torch.bool)
     prev_end[:-1] = drop[1:] & ~drop[:-1] & (episode[1:] == episode[:-1])
-    truncated = truncated | prev_end
+    # every episode ends with done: unflagged ends (and the data's last row) become truncations
+    truncated = truncated | prev_end | unflagged
     keep = ~drop
-    if not done[-1]:
-        truncated[-1] = True
     # renumber episodes 0..E-1 over the kept rows
     episode = torch.unique(episode[keep], return_inverse=True)[1]
     terminated, truncated = terminated[keep].unsqueeze(-1), truncated[keep].unsqueeze(-1)
@@ -166,6 +168,7 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
     info = {
         "raw_rows": num,
         "dropped_timeouts": int(drop.sum()),
+        "unflagged_episode_ends": int(unflagged.sum()),
         "num_episodes": int(episode.max()) + 1 if episode.numel() else 0,
     }
     return data, info
@@ -221,7 +224,8 @@ def load_d4rl_dataset(
 
     saved_env = os.environ.get("D4RL_DATASET_DIR")  # torchrl points it at a deleted temp dir
     try:
-        replay = D4RLExperienceReplay(
+        # creates the cache when missing (download), or checks that it is there
+        D4RLExperienceReplay(
             name,
             batch_size=1,
             direct_download=True,
@@ -229,7 +233,7 @@ def load_d4rl_dataset(
             root=str(cache),
             download=not cached,
         )
-        raw = replay.storage._storage
+        raw = TensorDict.load_memmap(cache / name)
     except Exception as err:
         reason = (
             f"the cached copy could not be read ({type(err).__name__}: {err}); delete it and "

@@ -26,10 +26,10 @@ def load_offline_dataset(name: str, **kwargs: Any) -> OfflineDataset:
         ValueError: ``name`` has neither form.
 
     Examples:
-        >>> load_offline_dataset("hopper")
+        >>> load_offline_dataset("hopper")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: cannot tell the source of dataset 'hopper': use a Minari id containing '/' (e.g. 'mujoco/hopper/medium-v0') or a D4RL name '<env>-<kind>-v<digit>' (e.g. 'hopper-medium-v2', 'antmaze-large-diverse-v0')
+        ValueError: cannot tell the source of dataset 'hopper': use a Minari id containing '/' ...
     """
     if "/" in name:
         return load_minari_dataset(name, **kwargs)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def minari_datasets_dir() -> Path:
-    """Root directory Minari reads datasets from: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    """Where Minari keeps datasets: ``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
     root = os.environ.get("MINARI_DATASETS_PATH")
     if root is None:
         return Path("~/.minari/datasets").expanduser()
@@ -140,6 +140,8 @@ def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDa
         "path": str(data_dir),
         "env_spec_id": env_spec_id,
         "eval_env_id": eval_env_id,
+        # full spec (kwargs such as AntMaze maze options): gym.make(EnvSpec.from_json(...))
+        "eval_env_spec": raw_meta.get("eval_env_spec"),
         "total_episodes": len(episodes),
         "observation_layout": "concat(observation, desired_goal)"
         if isinstance(episodes[0]["observations"], dict)

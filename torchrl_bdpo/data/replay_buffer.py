@@ -17,8 +17,9 @@ def make_offline_replay_buffer(
 ) -> TensorDictReplayBuffer:
     """Replay buffer holding all of ``data`` and sampling uniformly with replacement.
 
-    Uses ``LazyTensorStorage`` (in memory, on ``device``; default: ``data``'s device, else CPU) and ``RandomSampler``; no
-    prefetching (it slows sampling on small machines) and no prioritised sampler.
+    Uses ``LazyTensorStorage`` (in memory, on ``device``; default: ``data``'s device, else
+    CPU) and ``RandomSampler``; no prefetching (it slows sampling on small machines) and no
+    prioritised sampler (its compiled extension does not load with torch 2.13).
     ``data`` itself is not modified (the buffer stores a copy). Samples are
     TensorDicts of batch size ``[batch_size]`` with the keys of ``data`` plus ``index``.
 

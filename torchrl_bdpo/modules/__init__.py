@@ -1,5 +1,6 @@
 """Networks and TensorDict modules of BDPO."""
 
+from torchrl_bdpo.modules.activation import Mish, mish
 from torchrl_bdpo.modules.actor import DiffusionActionDistribution, DiffusionActor, QSelectionPolicy
 from torchrl_bdpo.modules.critics import (
     DiffusionValueEnsemble,
@@ -14,6 +15,8 @@ from torchrl_bdpo.modules.mlp import make_mlp
 from torchrl_bdpo.modules.noise_net import NoiseNet
 
 __all__ = [
+    "Mish",
+    "mish",
     "DiffusionActionDistribution",
     "DiffusionActor",
     "DiffusionChain",

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torchrl_bdpo.modules.activation import Mish
+
 
 def _orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     """Orthogonally initialises each member of a ``[K, in, out]`` weight independently."""
@@ -80,7 +82,7 @@ class EnsembleMLP(nn.Module):
         in_features (int): input size.
         out_features (int): output size.
         hidden_sizes (sequence of int): hidden widths.
-        activation (type): activation class. Defaults to :class:`torch.nn.Mish`.
+        activation (type): activation class. Defaults to :class:`~torchrl_bdpo.modules.activation.Mish`.
         layer_norm (bool): LayerNorm after each hidden linear layer (before the
             activation). Defaults to ``False``.
 
@@ -101,7 +103,7 @@ class EnsembleMLP(nn.Module):
         out_features: int,
         hidden_sizes: Sequence[int],
         *,
-        activation: type[nn.Module] = nn.Mish,
+        activation: type[nn.Module] = Mish,
         layer_norm: bool = False,
     ) -> None:
         super().__init__()

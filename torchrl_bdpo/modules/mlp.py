@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from torchrl_bdpo.modules.activation import Mish
+
 
 def make_mlp(
     in_features: int,
     out_features: int,
     hidden_sizes: Sequence[int],
     *,
-    activation: type[nn.Module] = nn.Mish,
+    activation: type[nn.Module] = Mish,
     layer_norm: bool = False,
     activate_last: bool = False,
 ) -> nn.Sequential:

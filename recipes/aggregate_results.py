@@ -1,0 +1,367 @@
+"""Aggregate BDPO run summaries into the paper's results tables.
+
+Every run of ``recipes/bdpo_offline.py`` writes a ``summary.json`` into its run directory;
+Hydra multirun sweeps put them under ``multirun/<date>/<time>/<job_num>/``. This script
+finds them all (recursively), groups them by task and prints Markdown tables:
+
+* offline RL tasks: per task ``mean ± std`` over seeds of the final and of the best
+  normalised score (raw return where a dataset has no reference scores), with one
+  "sum" row per domain for ``locomotion`` and ``antmaze`` (the paper's sum rows);
+* toy 2-D tasks: the distances of actor and behavior samples to the exact target and
+  the mean rewards.
+
+``std`` is the sample standard deviation (``ddof=1``); it is undefined (NaN, shown as
+``n/a``) for a single seed.
+
+Usage::
+
+    python recipes/aggregate_results.py multirun/2025-01-01 [more dirs] [--out results/table]
+
+``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task: task,
+domain, seeds, final_mean, final_std, best_mean, best_std; empty cells for missing values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DOMAIN_ORDER",
+    "SUM_DOMAINS",
+    "TOY2D_METRICS",
+    "TaskRow",
+    "aggregate",
+    "domain_sums",
+    "find_summaries",
+    "load_summaries",
+    "main",
+    "to_csv",
+    "to_markdown",
+]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "summary.json"
+#: Order of the domains in the tables; unknown domains follow, alphabetically.
+DOMAIN_ORDER: tuple[str, ...] = ("locomotion", "antmaze", "custom", "toy2d")
+#: Domains that get a "sum of task means" row (as in the paper).
+SUM_DOMAINS: tuple[str, ...] = ("locomotion", "antmaze")
+#: Keys of a summary's ``toy2d`` block, in table order.
+TOY2D_METRICS: tuple[str, ...] = (
+    "energy_distance_actor",
+    "energy_distance_behavior",
+    "sliced_wasserstein_actor",
+    "sliced_wasserstein_behavior",
+    "mean_reward_actor",
+    "mean_reward_behavior",
+    "mean_reward_target",
+)
+CSV_COLUMNS: tuple[str, ...] = (
+    "task",
+    "domain",
+    "seeds",
+    "final_mean",
+    "final_std",
+    "best_mean",
+    "best_std",
+)
+_NAN = float("nan")
+
+
+@dataclass
+class TaskRow:
+    """Statistics of one task over its seeds (NaN where a value is missing).
+
+    ``metric`` is ``"normalized_score"`` or ``"return"`` (no reference scores).
+    ``toy2d`` maps each of :data:`TOY2D_METRICS` present in the runs to ``(mean, std)``.
+    """
+
+    task: str
+    domain: str
+    seeds: int
+    final_mean: float = _NAN
+    final_std: float = _NAN
+    best_mean: float = _NAN
+    best_std: float = _NAN
+    metric: str = "normalized_score"
+    seed_ids: list[Any] = field(default_factory=list)
+    toy2d: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- discovery / loading
+def _is_run_dir(d: Path) -> bool:
+    """Whether ``d`` looks like a Hydra run directory (has a ``.hydra`` subfolder)."""
+    return (d / ".hydra").is_dir()
+
+
+def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
+    """All ``summary.json`` files under ``paths`` (recursively; files are taken as they are).
+
+    Hydra run directories (those with a ``.hydra`` folder) without a summary are skipped with
+    a warning (unfinished or crashed runs). Raises ``FileNotFoundError`` for a missing path.
+    """
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"no such file or directory: {p}")
+        if p.is_file():
+            found.add(p.resolve())
+            continue
+        found.update(f.resolve() for f in p.rglob(SUMMARY_NAME) if f.is_file())
+        run_dirs = [h.parent for h in p.rglob(".hydra") if h.is_dir()]
+        if _is_run_dir(p):
+            run_dirs.append(p)
+        for d in sorted(set(run_dirs)):
+            if not (d / SUMMARY_NAME).is_file():
+                logger.warning("skipping run without %s: %s", SUMMARY_NAME, d)
+    return sorted(found)
+
+
+def load_summaries(paths: Iterable[str | Path]) -> list[dict]:
+    """Parse summary files; each dict gets its source file under ``"_path"``.
+
+    Raises ``ValueError`` naming the file for malformed JSON or a summary without ``task``.
+    """
+    out = []
+    for p in map(Path, paths):
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"malformed summary file {p}: {e}") from e
+        if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+            raise ValueError(f"malformed summary file {p}: expected an object with a 'task' string")
+        data["_path"] = str(p)
+        out.append(data)
+    return out
+
+
+# --------------------------------------------------------------------------- statistics
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the finite values; NaN where undefined."""
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return _NAN, _NAN
+    std = float(a.std(ddof=1)) if a.size >= 2 else _NAN
+    return float(a.mean()), std
+
+
+def _score(entry: dict | None, key: str) -> float | None:
+    """``entry[key + '_mean']`` (``key`` is ``normalized_score`` or ``return``), None if absent."""
+    if not entry:
+        return None
+    v = entry.get(f"{key}_mean")
+    return None if v is None else float(v)
+
+
+def _domain_key(domain: str) -> tuple[int, str]:
+    idx = DOMAIN_ORDER.index(domain) if domain in DOMAIN_ORDER else len(DOMAIN_ORDER)
+    return idx, domain
+
+
+def _task_row(task: str, runs: list[dict]) -> TaskRow:
+    domains = sorted({str(r.get("domain") or "custom") for r in runs})
+    if len(domains) > 1:
+        logger.warning(
+            "task %s: runs disagree on the domain %s; using %s", task, domains, domains[0]
+        )
+    domain = domains[0]
+    seed_ids = [r.get("seed") for r in runs]
+    dup = sorted({s for s in seed_ids if s is not None and seed_ids.count(s) > 1}, key=str)
+    if dup:
+        logger.warning("task %s: seeds %s appear in more than one run; all are counted", task, dup)
+
+    evals = [r.get("eval") or {} for r in runs]
+    finals = [e.get("final") for e in evals]
+    bests = [e.get("best") for e in evals]
+    entries = [x for x in finals + bests if x]
+    # Normalised score only if every available evaluation has one (otherwise mixing units).
+    metric = "normalized_score"
+    if entries and any(x.get("normalized_score_mean") is None for x in entries):
+        metric = "return"
+        if any(x.get("normalized_score_mean") is not None for x in entries):
+            logger.warning("task %s: normalised score missing in some runs; using returns", task)
+
+    row = TaskRow(task=task, domain=domain, seeds=len(runs), metric=metric, seed_ids=seed_ids)
+    final_vals = [_score(x, metric) for x in finals]
+    best_vals = [_score(x, metric) for x in bests]
+    row.final_mean, row.final_std = _mean_std(final_vals)
+    row.best_mean, row.best_std = _mean_std(best_vals)
+    if domain != "toy2d":
+        for what, vals in (("final", final_vals), ("best", best_vals)):
+            missing = sum(v is None for v in vals)
+            if missing:
+                logger.warning(
+                    "task %s: %s score missing in %d of %d runs", task, what, missing, len(runs)
+                )
+
+    toys = [r.get("toy2d") for r in runs if r.get("toy2d")]
+    if toys:
+        for k in TOY2D_METRICS:
+            vals = [t.get(k) for t in toys]
+            if any(v is not None for v in vals):
+                row.toy2d[k] = _mean_std([None if v is None else float(v) for v in vals])
+    elif domain == "toy2d":
+        logger.warning("task %s: toy2d domain but no run has toy2d metrics", task)
+    return row
+
+
+def aggregate(summaries: Iterable[dict]) -> list[TaskRow]:
+    """Group summaries by task; rows sorted by domain (:data:`DOMAIN_ORDER`) then task name."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        by_task[s["task"]].append(s)
+    rows = [_task_row(t, runs) for t, runs in by_task.items()]
+    return sorted(rows, key=lambda r: (_domain_key(r.domain), r.task))
+
+
+def domain_sums(rows: Iterable[TaskRow]) -> dict[str, dict[str, float]]:
+    """Per :data:`SUM_DOMAINS` domain: sums of the task means (``final``, ``best``) and ``tasks``.
+
+    Only tasks reported in normalised score are summed; a missing task mean makes the sum NaN.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for domain in SUM_DOMAINS:
+        rs = [r for r in rows if r.domain == domain]
+        if not rs:
+            continue
+        raw = [r.task for r in rs if r.metric != "normalized_score"]
+        if raw:
+            logger.warning("%s sum leaves out tasks without normalised scores: %s", domain, raw)
+        rs = [r for r in rs if r.metric == "normalized_score"]
+        out[domain] = {
+            "final": float(sum(r.final_mean for r in rs)),
+            "best": float(sum(r.best_mean for r in rs)),
+            "tasks": len(rs),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    s = f"{mean:.{digits}f}"
+    return f"{s} ± {std:.{digits}f}" if math.isfinite(std) else f"{s} ± n/a"
+
+
+def to_markdown(rows: Sequence[TaskRow]) -> str:
+    """Markdown tables: offline RL tasks with domain sums, then toy 2-D tasks (if any)."""
+    parts: list[str] = []
+    rl_rows = [r for r in rows if r.domain != "toy2d"]
+    toy_rows = [r for r in rows if r.domain == "toy2d"]
+    if rl_rows:
+        sums = domain_sums(rl_rows)
+        lines = [
+            "## Offline RL results",
+            "",
+            "Normalised score (raw return for tasks marked †): mean ± sample std (ddof=1) over "
+            "seeds; final = last evaluation, best = best evaluation during training.",
+            "",
+            "| Task | Domain | Seeds | Final | Best |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for i, r in enumerate(rl_rows):
+            name = r.task + (" †" if r.metric == "return" else "")
+            lines.append(
+                f"| {name} | {r.domain} | {r.seeds} | "
+                f"{_fmt(r.final_mean, r.final_std, 1)} | {_fmt(r.best_mean, r.best_std, 1)} |"
+            )
+            last_of_domain = i + 1 == len(rl_rows) or rl_rows[i + 1].domain != r.domain
+            if last_of_domain and r.domain in sums:
+                s = sums[r.domain]
+                n = int(s["tasks"])
+                lines.append(
+                    f"| **{r.domain} sum** | {r.domain} | {n} task{'s' if n != 1 else ''} | "
+                    f"{s['final']:.1f} | {s['best']:.1f} |"
+                )
+        parts.append("\n".join(lines))
+    if toy_rows:
+        headers = ["ED actor", "ED behavior", "SW actor", "SW behavior"]
+        headers += ["Reward actor", "Reward behavior", "Reward target"]
+        lines = [
+            "## Toy 2-D tasks",
+            "",
+            "Distances to the exact regularised target (ED = energy distance, SW = sliced "
+            "Wasserstein) and mean rewards: mean ± sample std (ddof=1) over seeds.",
+            "",
+            "| Task | Seeds | " + " | ".join(headers) + " |",
+            "|---|---:|" + "---:|" * len(headers),
+        ]
+        for r in toy_rows:
+            cells = []
+            for k in TOY2D_METRICS:
+                m, s = r.toy2d.get(k, (_NAN, _NAN))
+                cells.append(_fmt(m, s, 2 if k.startswith("mean_reward") else 4))
+            lines.append(f"| {r.task} | {r.seeds} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    if not parts:
+        return "_No runs found._\n"
+    return "\n\n".join(parts) + "\n"
+
+
+def _cell(v: float) -> str:
+    return repr(float(v)) if math.isfinite(v) else ""
+
+
+def to_csv(rows: Iterable[TaskRow], path: str | Path) -> None:
+    """Write one row per task with :data:`CSV_COLUMNS` (empty cell for a missing value)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            w.writerow(
+                [r.task, r.domain, r.seeds]
+                + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std)]
+            )
+    logger.info("wrote %s", path)
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints the Markdown tables and returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write PREFIX.md and PREFIX.csv"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+
+    try:
+        files = find_summaries(args.dirs)
+        summaries = load_summaries(files)
+    except (FileNotFoundError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
+    if not summaries:
+        logger.error("no %s found under %s", SUMMARY_NAME, ", ".join(map(str, args.dirs)))
+        return 1
+    logger.info("aggregating %d runs", len(summaries))
+    rows = aggregate(summaries)
+    md = to_markdown(rows)
+    print(md, end="")
+    if args.out is not None:
+        md_path = args.out.with_name(args.out.name + ".md")
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(md)
+        logger.info("wrote %s", md_path)
+        to_csv(rows, args.out.with_name(args.out.name + ".csv"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,471 @@
+"""BDPO offline training recipe (Hydra), in the layout of TorchRL's sota-implementations.
+
+    python recipes/bdpo_offline.py                          # embedded default: toy2d-8gaussians-cpu
+    python recipes/bdpo_offline.py task=hopper-medium-v2 seed=1
+    python recipes/bdpo_offline.py -m task=hopper-medium-v2,walker2d-medium-v2 seed=0,1,2,3,4
+    python recipes/bdpo_offline.py hydra.run.dir=runs/x resume=true   # continue an interrupted run
+
+Phases: behavior pre-training -> actor initialised from the EMA behavior ->
+two-time-scale training (critics every step; the actor every k-th step after a
+value warm-up; optional continued behavior training). The last line printed is
+the path of the run's ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bdpo_utils import (  # noqa: E402
+    ConfigError,
+    config_differences,
+    eval_policy,
+    evaluate_env,
+    evaluate_toy2d,
+    make_eval_env,
+    make_loss_module,
+    make_optimizers,
+    make_replay_buffer,
+    make_target_updaters,
+    make_task_data,
+    set_threads_and_device,
+    trainable,
+    validate_config,
+)
+
+from torchrl_bdpo.checkpoint import atomic_save, rng_state, set_rng_state  # noqa: E402
+from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError  # noqa: E402
+
+log = logging.getLogger("bdpo")
+
+USER_ERRORS = (ConfigError, DatasetUnavailableError, DatasetValidationError)
+
+
+class NumericalError(RuntimeError):
+    """A loss or gradient became non-finite."""
+
+
+class Interrupted(Exception):
+    pass
+
+
+class BDPOTrainer:
+    """Holds the run's state; ``train()`` runs (or continues) the schedule."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        validate_config(cfg)
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.device = set_threads_and_device(cfg)
+        torch.manual_seed(int(cfg.seed))
+        np.random.seed(int(cfg.seed))
+        self.task = make_task_data(cfg)
+        self.buffer = make_replay_buffer(self.task, cfg, self.device)
+        self.loss = make_loss_module(cfg, self.task, self.device)
+        self.updaters = make_target_updaters(self.loss, cfg)
+        self.opts, self.scheds = make_optimizers(self.loss, cfg)
+        self.pretrain_steps = int(cfg.optim.pretrain_steps)
+        self.total_steps = self.pretrain_steps + int(cfg.optim.train_steps)
+        self.step = 0  # global update counter over both phases
+        self.actor_initialized = False
+        self.evals: list[dict] = []
+        self.wall_time = 0.0
+        self.eval_env = None
+        if self.task.domain != "toy2d":
+            if not self.task.env_id:
+                raise ConfigError(
+                    f"The dataset {self.task.name} names no evaluation env; set env.id=<Gymnasium id>."
+                )
+            self.eval_env = make_eval_env(
+                self.task.env_id,
+                int(cfg.eval.episodes),
+                int(cfg.env.max_episode_steps),
+                self.task.obs_dim,
+            )
+        # first update with a non-finite loss/gradient (-1: none), tracked on device
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.watched: set[str] = set()
+        self._update_fns()
+
+    # ---------------------------------------------------------------- updates
+    def _clip_step(self, name: str, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        opt = self.opts[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, float(self.cfg.optim.grad_clip))
+        opt.step()
+        return norm
+
+    def _update_fns(self) -> None:
+        loss = self.loss
+        self.p_behavior = trainable(loss.behavior_network_params)
+        self.p_q = trainable(loss.qvalue_network_params)
+        self.p_v = trainable(loss.value_network_params)
+        self.p_actor = trainable(loss.actor_network_params)
+        clip = float(self.cfg.optim.grad_clip)
+
+        def behavior_update(batch):
+            value, _ = loss.behavior_loss(batch)
+            return value.detach(), self._clip_step("behavior", value, self.p_behavior)
+
+        def critic_update(batch):
+            lq, meta_q = loss.qvalue_loss(batch)
+            lv, meta_v = loss.value_loss(batch)
+            opt = self.opts["critic"]
+            opt.zero_grad(set_to_none=True)
+            (lq + lv).backward()
+            gq = torch.nn.utils.clip_grad_norm_(self.p_q, clip)
+            gv = torch.nn.utils.clip_grad_norm_(self.p_v, clip)
+            opt.step()
+            return lq.detach(), lv.detach(), gq, gv, meta_q, meta_v
+
+        def actor_update(batch):
+            value, meta = loss.actor_loss(batch)
+            return value.detach(), self._clip_step("actor", value, self.p_actor), meta
+
+        if self.cfg.compile:
+            behavior_update = torch.compile(behavior_update)
+            critic_update = torch.compile(critic_update)
+            actor_update = torch.compile(actor_update)
+        self.behavior_update, self.critic_update, self.actor_update = (
+            behavior_update,
+            critic_update,
+            actor_update,
+        )
+
+    def _watch(self, name: str, *values: torch.Tensor) -> None:
+        """Records the first step where a value was non-finite (no host sync)."""
+        finite = torch.stack([torch.isfinite(v).all() for v in values]).all()
+        newly_bad = (~finite) & (self.bad_step < 0)
+        self.bad_step = torch.where(
+            newly_bad, torch.full_like(self.bad_step, self.step), self.bad_step
+        )
+        if not self.bad_what:
+            self._pending_names = getattr(self, "_pending_names", set()) | {name}
+
+    def _check_finite(self) -> None:
+        bad = int(self.bad_step)
+        if bad >= 0:
+            names = ", ".join(sorted(self.watched))
+            raise NumericalError(
+                f"A non-finite loss or gradient appeared at update {bad} (losses watched: {names}). "
+                f"Training stopped; the last good checkpoint in {self.ckpt_dir} is intact. "
+                "Lower the learning rates or check the data for extreme values."
+            )
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        o = self.cfg.optim
+        batch = self.buffer.sample()
+        out: dict[str, torch.Tensor] = {}
+        if self.step < self.pretrain_steps:
+            lb, gb = self.behavior_update(batch)
+            self.updaters["behavior"].step()
+            self._watch("loss_behavior", lb, gb)
+            out.update(loss_behavior=lb, grad_behavior=gb)
+            return out
+        if not self.actor_initialized:
+            self.loss.init_actor_from_behavior()
+            self.actor_initialized = True
+        t = self.step - self.pretrain_steps
+        lq, lv, gq, gv, meta_q, meta_v = self.critic_update(batch)
+        self.scheds["critic"].step()
+        self.updaters["critic"].step()
+        self._watch("loss_qvalue/loss_value", lq, lv, gq, gv)
+        out.update(loss_qvalue=lq, loss_value=lv, grad_q=gq, grad_v=gv, **meta_q, **meta_v)
+        if (
+            t >= int(o.value_warmup_steps)
+            and (t - int(o.value_warmup_steps)) % int(o.actor_update_period) == 0
+        ):
+            la, ga, meta_a = self.actor_update(batch)
+            self.scheds["actor"].step()
+            self.updaters["actor"].step()
+            self._watch("loss_actor", la, ga)
+            out.update(loss_actor=la, grad_actor=ga, **meta_a)
+            if o.continue_behavior_training:
+                lb, gb = self.behavior_update(self.buffer.sample())
+                self.updaters["behavior"].step()
+                self._watch("loss_behavior", lb, gb)
+                out.update(loss_behavior=lb)
+        return out
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        t0 = time.time()
+        result: dict = {"step": self.step, "train_step": max(0, self.step - self.pretrain_steps)}
+        if self.task.domain == "toy2d":
+            result.update(evaluate_toy2d(self.loss, self.task, cfg, self.device))
+        else:
+            returns = evaluate_env(
+                self.eval_env,
+                eval_policy(self.loss, int(cfg.eval.num_candidates)),
+                int(cfg.env.max_episode_steps),
+                seed=int(cfg.seed) * 1000 + 7,
+            )
+            result.update(
+                return_mean=float(returns.mean()),
+                return_std=float(returns.std()),
+                episodes=len(returns),
+            )
+            if self.task.ref_min_score is not None and self.task.ref_max_score is not None:
+                scale = 100.0 / (self.task.ref_max_score - self.task.ref_min_score)
+                scores = (returns - self.task.ref_min_score) * scale
+                result.update(
+                    normalized_score_mean=float(scores.mean()),
+                    normalized_score_std=float(scores.std()),
+                )
+            else:
+                result.update(normalized_score_mean=None, normalized_score_std=None)
+        result["eval_time_s"] = time.time() - t0
+        self.evals.append(result)
+        return result
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "step": self.step,
+            "actor_initialized": self.actor_initialized,
+            "loss": self.loss.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.opts.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.scheds.items()},
+            "updaters": {k: v.state_dict() for k, v in self.updaters.items()},
+            "evals": self.evals,
+            "wall_time": self.wall_time,
+            "rng": rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        self._check_finite()
+        path = atomic_save(self.state_dict(), self.ckpt_dir / "latest.pt")
+        log.debug("checkpoint at step %d -> %s", self.step, path)
+        return path
+
+    def load_checkpoint(self) -> None:
+        path = self.ckpt_dir / "latest.pt"
+        if not path.exists():
+            raise ConfigError(
+                f"resume=true but there is no checkpoint at {path}; run without resume=true, or "
+                "point hydra.run.dir=... at the run directory to continue."
+            )
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        diffs = config_differences(state["config"], OmegaConf.to_container(self.cfg, resolve=True))
+        if diffs:
+            raise ConfigError(
+                "The checkpoint was written by a run with different settings: "
+                + "; ".join(diffs)
+                + ". Resume with the same task and settings, or start a new run directory."
+            )
+        self.loss.load_state_dict(state["loss"])
+        for k, v in state["optimizers"].items():
+            self.opts[k].load_state_dict(v)
+        for k, v in state["schedulers"].items():
+            self.scheds[k].load_state_dict(v)
+        for k, v in state["updaters"].items():
+            self.updaters[k].load_state_dict(v)
+        self.step = int(state["step"])
+        self.actor_initialized = bool(state["actor_initialized"])
+        self.evals = list(state["evals"])
+        self.wall_time = float(state["wall_time"])
+        set_rng_state(state["rng"])
+        log.info("Resumed from %s at update %d.", path, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, logger=None) -> None:
+        cfg = self.cfg
+        ckpt_every, eval_every = int(cfg.checkpoint.interval), int(cfg.eval.interval)
+        log_every = max(1, int(cfg.logger.log_interval))
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame):
+            stop["signal"] = signum
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=False,
+            desc=self.task.name,
+        )
+        last_t, last_step = time.time(), self.step
+        t_start = time.time() - self.wall_time
+        try:
+            while self.step < self.total_steps:
+                out = self.train_step()
+                self.step += 1
+                phase = "pretrain" if self.step <= self.pretrain_steps else "train"
+                if self.step % log_every == 0 or self.step == self.total_steps:
+                    now = time.time()
+                    ups = (self.step - last_step) / max(now - last_t, 1e-9)
+                    last_t, last_step = now, self.step
+                    bar.set_postfix(phase=phase, ups=f"{ups:.1f}/s", refresh=False)
+                    bar.update(log_every if self.step % log_every == 0 else self.step - bar.n)
+                    if logger is not None:
+                        scalars = {
+                            f"{phase}/{k}": float(v) for k, v in out.items() if v.numel() == 1
+                        }
+                        scalars[f"{phase}/updates_per_s"] = ups
+                        for k, v in scalars.items():
+                            logger.log_scalar(k, v, step=self.step)
+                train_t = self.step - self.pretrain_steps
+                if train_t > 0 and (train_t % eval_every == 0 or self.step == self.total_steps):
+                    self._check_finite()
+                    result = self.evaluate()
+                    log.info("eval @ %d: %s", self.step, _short(result))
+                    if logger is not None:
+                        for k, v in result.items():
+                            if isinstance(v, (int, float)) and v is not None:
+                                logger.log_scalar(f"eval/{k}", float(v), step=self.step)
+                if self.step % ckpt_every == 0 or self.step == self.total_steps:
+                    self.wall_time = time.time() - t_start
+                    self.save_checkpoint()
+                if stop["signal"] is not None:
+                    self.wall_time = time.time() - t_start
+                    self.save_checkpoint()
+                    raise Interrupted(f"signal {stop['signal']} at update {self.step}")
+            self._check_finite()
+            self.wall_time = time.time() - t_start
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # --------------------------------------------------------------- summary
+    def summary(self, updates_per_s: float) -> dict:
+        metric = "normalized_score_mean" if self.task.domain != "toy2d" else None
+        evals = [e for e in self.evals if e.get("train_step", 0) > 0]
+        final = evals[-1] if evals else None
+        best = None
+        if evals and metric is not None:
+            key = metric if evals[-1].get(metric) is not None else "return_mean"
+            best = max(evals, key=lambda e: e[key])
+        summary = {
+            "task": str(self.cfg.task_name),
+            "domain": self.task.domain,
+            "dataset": self.task.name,
+            "seed": int(self.cfg.seed),
+            "config_name": str(self.cfg.task_name),
+            "steps": {"pretrain": self.pretrain_steps, "train": int(self.cfg.optim.train_steps)},
+            "wall_time_s": self.wall_time,
+            "updates_per_s": updates_per_s,
+            "eval": None,
+            "toy2d": None,
+            "evaluations": self.evals,
+        }
+        if self.task.domain == "toy2d":
+            summary["toy2d"] = {
+                k: v
+                for k, v in (final or {}).items()
+                if k not in ("step", "train_step", "eval_time_s")
+            }
+        elif final is not None:
+            pick = (
+                "step",
+                "return_mean",
+                "return_std",
+                "normalized_score_mean",
+                "normalized_score_std",
+                "episodes",
+            )
+            summary["eval"] = {
+                "final": {k: final.get(k) for k in pick},
+                "best": {k: best.get(k) for k in pick},
+            }
+        return summary
+
+
+def _short(result: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    )
+
+
+def make_logger(cfg: DictConfig, run_dir: Path):
+    if cfg.logger.backend == "none":
+        return None
+    from torchrl.record.loggers import get_logger
+
+    kwargs = {}
+    if cfg.logger.backend == "wandb":
+        kwargs = {
+            "wandb_kwargs": {
+                "mode": str(cfg.logger.wandb_mode),
+                "project": str(cfg.logger.project),
+                "dir": str(run_dir),
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            }
+        }
+    return get_logger(
+        cfg.logger.backend,
+        logger_name=str(run_dir / "logs"),
+        experiment_name=f"{cfg.task_name}_seed{cfg.seed}",
+        **kwargs,
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTrainer) -> Path:
+    """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    trainer = trainer_cls(cfg, run_dir)
+    if cfg.resume:
+        trainer.load_checkpoint()
+    logger = make_logger(cfg, run_dir)
+    start_step, t0 = trainer.step, time.time()
+    trainer.train(logger)
+    elapsed = time.time() - t0
+    ups = (trainer.step - start_step) / max(elapsed, 1e-9)
+    if trainer.task.domain == "toy2d":
+        final = evaluate_toy2d(trainer.loss, trainer.task, cfg, trainer.device, run_dir=run_dir)
+        trainer.evals[-1].update(final) if trainer.evals else trainer.evals.append(final)
+    summary = trainer.summary(ups)
+    path = run_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    tmp.replace(path)
+    if trainer.eval_env is not None:
+        trainer.eval_env.close()
+    return path
+
+
+@hydra.main(config_path="config", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        path = run(cfg, run_dir)
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        sys.exit(2)
+    except NumericalError as err:
+        log.error("%s", err)
+        sys.exit(3)
+    except Interrupted as err:
+        log.warning(
+            "Interrupted (%s); checkpoint written to %s. Re-run with resume=true "
+            "hydra.run.dir=%s to continue.",
+            err,
+            run_dir / "checkpoints" / "latest.pt",
+            run_dir,
+        )
+        sys.exit(130)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

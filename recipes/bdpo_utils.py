@@ -1,0 +1,447 @@
+"""Helpers of the BDPO recipe: data, components, optimisers, evaluation, checkpoints.
+
+Laid out like TorchRL's sota-implementations ``utils.py`` files
+(``make_environment``, ``make_offline_replay_buffer``, ``make_loss_module``,
+``make_optimizer``, ``log_metrics``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDict
+
+from torchrl_bdpo import (
+    BDPOLoss,
+    DiffusionActor,
+    DiffusionPolicy,
+    DiffusionValueEnsemble,
+    GroupSoftUpdate,
+    NoiseNet,
+    QEnsemble,
+    QSelectionPolicy,
+    VPSchedule,
+    make_qvalue_operator,
+    make_value_operator,
+)
+from torchrl_bdpo.data import (
+    clip_dataset_actions,
+    load_offline_dataset,
+    make_offline_replay_buffer,
+    scale_rewards,
+    scale_rewards_by_return_range,
+    validate_transitions,
+)
+from torchrl_bdpo.toy2d import TOY2D_DATASETS, toy2d_transitions
+
+log = logging.getLogger("bdpo")
+
+TOY2D_PREFIX = "toy2d-"
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (reported without a stack trace)."""
+
+
+# ----------------------------------------------------------------------------- config
+def validate_config(cfg: DictConfig) -> None:
+    """Checks the settings before anything is built; one error listing every problem."""
+    problems = []
+    loss, optim, diff = cfg.loss, cfg.optim, cfg.diffusion
+    if not loss.eta > 0:
+        problems.append(f"loss.eta must be > 0 (got {loss.eta})")
+    if not loss.rho >= 0:
+        problems.append(f"loss.rho must be >= 0 (got {loss.rho})")
+    if not 0 <= loss.gamma <= 1:
+        problems.append(f"loss.gamma must be in [0, 1] (got {loss.gamma})")
+    if int(loss.num_samples) < 1:
+        problems.append(f"loss.num_samples (M) must be >= 1 (got {loss.num_samples})")
+    if int(cfg.critic.num_members) < 1:
+        problems.append(f"critic.num_members (K) must be >= 1 (got {cfg.critic.num_members})")
+    if int(diff.num_steps) < 1:
+        problems.append(f"diffusion.num_steps (N) must be >= 1 (got {diff.num_steps})")
+    if int(optim.actor_update_period) < 1:
+        problems.append(f"optim.actor_update_period must be >= 1 (got {optim.actor_update_period})")
+    if int(optim.batch_size) < 1:
+        problems.append(f"optim.batch_size must be >= 1 (got {optim.batch_size})")
+    for key in ("pretrain_steps", "train_steps", "value_warmup_steps"):
+        if int(optim[key]) < 0:
+            problems.append(f"optim.{key} must be >= 0 (got {optim[key]})")
+    for key in ("critic_tau", "actor_tau", "behavior_tau"):
+        if not 0 < optim[key] <= 1:
+            problems.append(f"optim.{key} must be in (0, 1] (got {optim[key]})")
+    for key in ("interval",):
+        if int(cfg.eval[key]) < 1 or int(cfg.checkpoint[key]) < 1:
+            problems.append("eval.interval and checkpoint.interval must be >= 1")
+    if int(cfg.eval.num_candidates) < 1:
+        problems.append(f"eval.num_candidates must be >= 1 (got {cfg.eval.num_candidates})")
+    if loss.backup not in ("mean", "max"):
+        problems.append(f"loss.backup must be 'mean' or 'max' (got {loss.backup!r})")
+    if loss.penalty_placement not in ("inside", "outside"):
+        problems.append(
+            f"loss.penalty_placement must be 'inside' or 'outside' (got {loss.penalty_placement!r})"
+        )
+    if loss.aggregation not in ("lcb", "mean", "min"):
+        problems.append(
+            f"loss.aggregation must be one of lcb, mean, min (got {loss.aggregation!r})"
+        )
+    if cfg.data.reward_transform not in ("locomotion", "antmaze", "none"):
+        problems.append(
+            f"data.reward_transform must be locomotion, antmaze or none (got {cfg.data.reward_transform!r})"
+        )
+    if cfg.logger.backend not in ("csv", "wandb", "tensorboard", "none"):
+        problems.append(
+            f"logger.backend must be csv, wandb, tensorboard or none (got {cfg.logger.backend!r})"
+        )
+    if problems:
+        raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
+
+
+# Settings that do not change what a run computes (may differ on resume).
+_RESUME_FREE = ("resume", "threads", "logger", "device", "compile", "hydra")
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (ignoring run-only keys)."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in _RESUME_FREE:
+            continue
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, name + ".")
+        elif a != b:
+            diffs.append(f"{name}: checkpoint {a!r} vs now {b!r}")
+    return diffs
+
+
+def set_threads_and_device(cfg: DictConfig) -> torch.device:
+    torch.set_num_threads(int(cfg.threads))
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} was asked for but CUDA is not available.")
+    return torch.device(cfg.device)
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class TaskData:
+    """Everything the recipe needs to know about a task's data."""
+
+    name: str
+    domain: str
+    data: TensorDict
+    obs_dim: int
+    action_dim: int
+    bandit: bool
+    env_id: str | None = None
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    toy2d: dict[str, Any] = field(default_factory=dict)
+
+
+def make_task_data(cfg: DictConfig) -> TaskData:
+    """Loads and preprocesses the dataset named by ``cfg.data.name``."""
+    name = str(cfg.data.name)
+    if name.startswith(TOY2D_PREFIX):
+        toy = name[len(TOY2D_PREFIX) :]
+        if toy not in TOY2D_DATASETS:
+            raise ConfigError(f"Unknown 2D dataset {toy!r}; known: {', '.join(TOY2D_DATASETS)}.")
+        data = toy2d_transitions(toy, int(cfg.data.toy2d_size), seed=int(cfg.seed))
+        return TaskData(
+            name=name,
+            domain="toy2d",
+            data=data,
+            obs_dim=1,
+            action_dim=2,
+            bandit=True,
+            toy2d={"dataset": toy},
+        )
+    dataset = load_offline_dataset(name, **({"download": True} if cfg.data.download else {}))
+    data = dataset.data
+    if cfg.data.action_clip is not None:
+        data = clip_dataset_actions(data, float(cfg.data.action_clip))
+    validate_transitions(data)
+    if cfg.data.reward_transform == "locomotion":
+        data = scale_rewards_by_return_range(data, 1000.0)
+    elif cfg.data.reward_transform == "antmaze":
+        data = scale_rewards(data, 100.0)
+    env_id = cfg.env.id or dataset.env_id
+    return TaskData(
+        name=name,
+        domain=str(cfg.data.domain),
+        data=data,
+        obs_dim=dataset.obs_dim,
+        action_dim=dataset.action_dim,
+        bandit=False,
+        env_id=env_id,
+        ref_min_score=dataset.ref_min_score,
+        ref_max_score=dataset.ref_max_score,
+    )
+
+
+def make_replay_buffer(task: TaskData, cfg: DictConfig, device: torch.device):
+    keep = [
+        "observation",
+        "action",
+        ("next", "observation"),
+        ("next", "reward"),
+        ("next", "terminated"),
+        ("next", "done"),
+    ]
+    data = task.data.select(*keep, strict=False)
+    try:
+        return make_offline_replay_buffer(data, int(cfg.optim.batch_size), device=device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+# ------------------------------------------------------------------------ components
+def make_diffusion_actor(cfg: DictConfig, obs_dim: int, action_dim: int) -> DiffusionActor:
+    net = NoiseNet(
+        obs_dim,
+        action_dim,
+        hidden_sizes=tuple(cfg.diffusion.hidden_sizes),
+        layer_norm=bool(cfg.diffusion.layer_norm),
+    )
+    policy = DiffusionPolicy(
+        net, VPSchedule(int(cfg.diffusion.num_steps)), clip_sample=bool(cfg.diffusion.clip_sample)
+    )
+    return DiffusionActor(policy)
+
+
+def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> BDPOLoss:
+    k = int(cfg.critic.num_members)
+    hidden = tuple(cfg.critic.hidden_sizes)
+    q = make_qvalue_operator(
+        QEnsemble(
+            task.obs_dim, task.action_dim, k, hidden, layer_norm=bool(cfg.critic.q_layer_norm)
+        )
+    )
+    v = make_value_operator(
+        DiffusionValueEnsemble(
+            task.obs_dim, task.action_dim, k, hidden, layer_norm=bool(cfg.critic.v_layer_norm)
+        )
+    )
+    loss = BDPOLoss(
+        make_diffusion_actor(cfg, task.obs_dim, task.action_dim),
+        q,
+        v,
+        make_diffusion_actor(cfg, task.obs_dim, task.action_dim),
+        eta=float(cfg.loss.eta),
+        rho=float(cfg.loss.rho),
+        gamma=float(cfg.loss.gamma),
+        num_samples=int(cfg.loss.num_samples),
+        backup=str(cfg.loss.backup),
+        penalty_placement=str(cfg.loss.penalty_placement),
+        aggregation=str(cfg.loss.aggregation),
+        bandit=task.bandit,
+    )
+    return loss.to(device)
+
+
+def make_target_updaters(loss: BDPOLoss, cfg: DictConfig) -> dict[str, GroupSoftUpdate]:
+    """One EMA updater per group, built once, before any training or checkpoint loading."""
+    return {
+        "critic": GroupSoftUpdate(
+            loss, groups=["qvalue_network", "value_network"], tau=float(cfg.optim.critic_tau)
+        ),
+        "actor": GroupSoftUpdate(loss, groups=["actor_network"], tau=float(cfg.optim.actor_tau)),
+        "behavior": GroupSoftUpdate(
+            loss, groups=["behavior_network"], tau=float(cfg.optim.behavior_tau)
+        ),
+    }
+
+
+def trainable(params) -> list[torch.Tensor]:
+    return [p for p in params.values(True, True) if isinstance(p, torch.Tensor) and p.requires_grad]
+
+
+def num_actor_updates(cfg: DictConfig) -> int:
+    steps = int(cfg.optim.train_steps) - int(cfg.optim.value_warmup_steps)
+    return max(1, math.ceil(max(steps, 0) / int(cfg.optim.actor_update_period)))
+
+
+def make_optimizers(loss: BDPOLoss, cfg: DictConfig):
+    """Adam per group; cosine decay to 0 for critics (per step) and the actor (per actor step)."""
+    o = cfg.optim
+    opts = {
+        "behavior": torch.optim.Adam(
+            trainable(loss.behavior_network_params), lr=float(o.behavior_lr)
+        ),
+        "critic": torch.optim.Adam(
+            trainable(loss.qvalue_network_params) + trainable(loss.value_network_params),
+            lr=float(o.critic_lr),
+        ),
+        "actor": torch.optim.Adam(trainable(loss.actor_network_params), lr=float(o.actor_lr)),
+    }
+    scheds = {
+        "critic": torch.optim.lr_scheduler.CosineAnnealingLR(
+            opts["critic"], T_max=max(1, int(o.train_steps))
+        ),
+        "actor": torch.optim.lr_scheduler.CosineAnnealingLR(
+            opts["actor"], T_max=num_actor_updates(cfg)
+        ),
+    }
+    return opts, scheds
+
+
+# ------------------------------------------------------------------------ evaluation
+def make_eval_env(env_id: str, num_envs: int, max_episode_steps: int, obs_dim: int):
+    from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
+
+    def make():
+        return TransformedEnv(GymEnv(env_id), DoubleToFloat())
+
+    try:
+        probe = make()
+    except Exception as err:  # noqa: BLE001 - any failure to build the env is a user-facing problem
+        raise ConfigError(
+            f"Cannot create the evaluation env {env_id!r}: {err}. Install its package "
+            "(AntMaze needs `pip install gymnasium-robotics`) or set env.id=..."
+        ) from err
+    env_obs = probe.observation_spec["observation"].shape[-1]
+    probe.close()
+    if env_obs != obs_dim:
+        raise ConfigError(
+            f"The dataset's observations have {obs_dim} entries but {env_id} emits {env_obs}; "
+            "set env.id to the environment the data came from."
+        )
+    env = SerialEnv(num_envs, make) if num_envs > 1 else make()
+    return TransformedEnv(env, StepCounter(max_steps=max_episode_steps))
+
+
+def first_episode_returns(rewards: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Returns of each env's first episode in a rollout: rewards/done ``[E, T]`` -> ``[E]``."""
+    done = done.to(torch.long)
+    before_first_done = (done.cumsum(-1) - done) == 0
+    return (rewards * before_first_done).sum(-1)
+
+
+@torch.no_grad()
+def evaluate_env(env, policy, max_steps: int, seed: int) -> np.ndarray:
+    env.set_seed(seed)
+    td = env.rollout(max_steps, policy, break_when_any_done=False, break_when_all_done=True)
+    if td.batch_dims == 1:
+        td = td.unsqueeze(0)
+    return (
+        first_episode_returns(td["next", "reward"].squeeze(-1), td["next", "done"].squeeze(-1))
+        .cpu()
+        .numpy()
+    )
+
+
+def eval_policy(loss: BDPOLoss, num_candidates: int) -> QSelectionPolicy:
+    return QSelectionPolicy(
+        loss.actor_network,
+        loss.qvalue_network,
+        num_candidates,
+        actor_params=loss.target_actor_network_params,
+        qvalue_params=loss.target_qvalue_network_params,
+    )
+
+
+@torch.no_grad()
+def sample_actions(loss: BDPOLoss, which: str, num: int, obs_dim: int, device) -> torch.Tensor:
+    """``num`` stochastic samples of the EMA actor or EMA behavior at the (dummy) 2D state."""
+    module = loss.actor_network if which == "actor" else loss.behavior_network
+    params = getattr(loss, f"target_{which}_network_params")
+    with params.to_module(module):
+        return module.policy.sample(torch.zeros(num, obs_dim, device=device))
+
+
+def toy2d_reward_fn(dataset: str, points: np.ndarray, rewards: np.ndarray):
+    from torchrl_bdpo.toy2d import toy2d_reward
+
+    ref = (points[:50_000], rewards[:50_000]) if dataset in ("moons", "2spirals") else None
+    return lambda x: toy2d_reward(dataset, x, reference=ref)
+
+
+@torch.no_grad()
+def evaluate_toy2d(
+    loss: BDPOLoss, task: TaskData, cfg: DictConfig, device, run_dir: Path | None = None
+) -> dict:
+    """Distances of actor and behavior data to the exact target, mean rewards, pictures."""
+    from torchrl_bdpo.metrics import energy_distance, sliced_wasserstein
+    from torchrl_bdpo.toy2d import exact_target_samples, target_mean_reward
+
+    num = int(cfg.eval.toy2d_samples)
+    eta = float(cfg.loss.eta)
+    points = task.data["action"].cpu().numpy()
+    rewards = task.data["next", "reward"].squeeze(-1).cpu().numpy()
+    target = exact_target_samples(points, rewards, eta, num, seed=int(cfg.seed) + 1)
+    rng = np.random.default_rng(int(cfg.seed) + 2)
+    behavior_data = points[rng.choice(len(points), num, replace=False)]
+    actor = sample_actions(loss, "actor", num, task.obs_dim, device).cpu().numpy()
+    reward_fn = toy2d_reward_fn(task.toy2d["dataset"], points, rewards)
+    metrics = {
+        "energy_distance_actor": energy_distance(actor, target),
+        "energy_distance_behavior": energy_distance(behavior_data, target),
+        "sliced_wasserstein_actor": sliced_wasserstein(actor, target),
+        "sliced_wasserstein_behavior": sliced_wasserstein(behavior_data, target),
+        "mean_reward_actor": float(np.mean(reward_fn(actor))),
+        "mean_reward_behavior": float(np.mean(rewards)),
+        "mean_reward_target": float(target_mean_reward(rewards, eta)),
+    }
+    if run_dir is not None:
+        save_toy2d_outputs(
+            loss, task, cfg, device, run_dir, actor, behavior_data, target, points, rewards
+        )
+    return metrics
+
+
+def save_toy2d_outputs(
+    loss, task, cfg, device, run_dir: Path, actor, behavior_data, target, points, rewards
+):
+    from toy2d_plots import plot_toy2d_samples, plot_value_landscape
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        run_dir / "samples.npz",
+        samples=actor,
+        data=points,
+        rewards=rewards,
+        eta=np.float64(cfg.loss.eta),
+    )
+    plot_toy2d_samples(behavior_data, actor, target, run_dir / "samples.png", title=task.name)
+    big_n = int(cfg.diffusion.num_steps)
+    steps = sorted({big_n, (3 * big_n) // 4, big_n // 2, big_n // 4, 1, 0} - {-1}, reverse=True)
+    steps = [s for s in steps if 0 <= s <= big_n]
+    lim, g = 4.5, 60
+    xs = torch.linspace(-lim, lim, g, device=device)
+    grid_y, grid_x = torch.meshgrid(xs, xs, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], -1).reshape(-1, 2)
+    obs = torch.zeros(grid.shape[0], task.obs_dim, device=device)
+    values = []
+    for n in steps:
+        if n == 0:
+            val = loss._q(loss.target_qvalue_network_params, obs, grid)
+        else:
+            val = loss._v(
+                loss.target_value_network_params,
+                obs,
+                grid,
+                torch.full((grid.shape[0],), n, device=device),
+            )
+        values.append(val.mean(-1).reshape(g, g).cpu().numpy())
+    with loss.target_actor_network_params.to_module(loss.actor_network):
+        chain = loss.actor_network.policy.sample(
+            torch.zeros(500, task.obs_dim, device=device), return_chain=True
+        )
+    samples = [chain.states[n].cpu().numpy() for n in steps]
+    plot_value_landscape(
+        np.stack(values),
+        steps,
+        (-lim, lim, -lim, lim),
+        run_dir / "value_landscape.png",
+        samples=samples,
+    )

@@ -1,0 +1,196 @@
+"""The Hydra recipe end to end on tiny settings: 2D task, local Minari Hopper data, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+import bdpo_offline  # noqa: E402
+from bdpo_utils import ConfigError  # noqa: E402
+
+TINY = [
+    "diffusion.hidden_sizes=[16,16]",
+    "critic.hidden_sizes=[16]",
+    "critic.num_members=3",
+    "loss.num_samples=2",
+    "optim.batch_size=32",
+    "logger.backend=csv",
+    "logger.log_interval=5",
+]
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(RECIPES / "config"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _toy(*extra: str):
+    return _cfg(
+        "task=toy2d-8gaussians-cpu",
+        *TINY,
+        "data.toy2d_size=2000",
+        "diffusion.num_steps=4",
+        "optim.pretrain_steps=20",
+        "optim.train_steps=20",
+        "optim.value_warmup_steps=5",
+        "eval.interval=10",
+        "checkpoint.interval=10",
+        "eval.toy2d_samples=300",
+        *extra,
+    )
+
+
+def test_toy2d_run_writes_every_output(tmp_path):
+    path = bdpo_offline.run(_toy(), tmp_path)
+    assert path == tmp_path / "summary.json"
+    summary = json.loads(path.read_text())
+    assert summary["task"] == "toy2d-8gaussians-cpu" and summary["domain"] == "toy2d"
+    assert summary["steps"] == {"pretrain": 20, "train": 20}
+    for key in (
+        "energy_distance_actor",
+        "energy_distance_behavior",
+        "sliced_wasserstein_actor",
+        "mean_reward_actor",
+        "mean_reward_target",
+    ):
+        assert np.isfinite(summary["toy2d"][key]), key
+    assert summary["wall_time_s"] > 0 and summary["updates_per_s"] > 0
+    with np.load(tmp_path / "samples.npz") as npz:
+        assert npz["samples"].shape == (300, 2) and npz["data"].shape == (2000, 2)
+        assert npz["rewards"].shape == (2000,) and float(npz["eta"]) == pytest.approx(0.05)
+    for name in ("samples.png", "value_landscape.png", "config.yaml", "checkpoints/latest.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "logs").rglob("*.csv")), "CSV scalars were not written"
+
+
+def test_minari_hopper_run_with_env_evaluation(tmp_path, minari_hopper_dataset):
+    cfg = _cfg(
+        "task=custom",
+        f"data.name={minari_hopper_dataset}",
+        *TINY,
+        "optim.pretrain_steps=10",
+        "optim.train_steps=10",
+        "optim.value_warmup_steps=2",
+        "optim.actor_update_period=2",
+        "eval.interval=5",
+        "eval.episodes=2",
+        "eval.num_candidates=3",
+        "env.max_episode_steps=15",
+        "checkpoint.interval=5",
+    )
+    summary = json.loads(bdpo_offline.run(cfg, tmp_path).read_text())
+    final, best = summary["eval"]["final"], summary["eval"]["best"]
+    assert final["episodes"] == 2 and final["step"] == 20
+    ref_min, ref_max = -20.272305, 3234.3  # the D4RL hopper references stored in the test dataset
+    expected = 100 * (final["return_mean"] - ref_min) / (ref_max - ref_min)
+    assert final["normalized_score_mean"] == pytest.approx(expected)
+    assert best["normalized_score_mean"] >= final["normalized_score_mean"]
+
+
+class _Interrupting(bdpo_offline.BDPOTrainer):
+    at = 17
+
+    def train_step(self):
+        out = super().train_step()
+        if self.step + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+
+def test_interrupt_and_resume_give_identical_parameters(tmp_path):
+    extra = ("checkpoint.interval=7",)
+    torch.manual_seed(0)
+    bdpo_offline.run(_toy(*extra), tmp_path / "straight")
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "latest.pt", weights_only=False)
+
+    with pytest.raises(bdpo_offline.Interrupted):
+        bdpo_offline.run(_toy(*extra), tmp_path / "split", trainer_cls=_Interrupting)
+    partial = torch.load(tmp_path / "split" / "checkpoints" / "latest.pt", weights_only=False)
+    assert partial["step"] == _Interrupting.at
+    bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path / "split")
+    resumed = torch.load(tmp_path / "split" / "checkpoints" / "latest.pt", weights_only=False)
+    assert resumed["step"] == straight["step"] == 40
+    for key, value in straight["loss"].items():
+        torch.testing.assert_close(resumed["loss"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        bdpo_offline.run(_toy("resume=true"), tmp_path)
+    bdpo_offline.run(_toy(), tmp_path)
+    with pytest.raises(ConfigError, match=r"loss\.eta: checkpoint 0\.05 vs now 0\.1"):
+        bdpo_offline.run(_toy("resume=true", "loss.eta=0.1"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("loss.eta=0", "loss.eta"),
+        ("loss.rho=-1", "loss.rho"),
+        ("critic.num_members=0", "num_members"),
+        ("diffusion.num_steps=0", "num_steps"),
+        ("loss.num_samples=0", "num_samples"),
+        ("optim.actor_update_period=0", "actor_update_period"),
+        ("optim.batch_size=5000", "batch"),
+    ],
+)
+def test_bad_settings_are_reported(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        bdpo_offline.run(_toy(override), tmp_path)
+
+
+def test_unknown_task_lists_the_known_ones(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "bdpo_offline.py"),
+            "task=nope",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "hopper-medium-v2" in proc.stderr and "toy2d-8gaussians" in proc.stderr
+
+
+def test_every_paper_task_has_a_config():
+    names = {p.stem for p in (RECIPES / "config" / "task").glob("*.yaml")}
+    for env in ("halfcheetah", "hopper", "walker2d"):
+        for kind in ("medium", "medium-replay", "medium-expert"):
+            assert f"{env}-{kind}-v2" in names
+    for kind in (
+        "umaze",
+        "umaze-diverse",
+        "medium-play",
+        "medium-diverse",
+        "large-play",
+        "large-diverse",
+    ):
+        assert f"antmaze-{kind}-v0" in names
+    for ds in ("swissroll", "8gaussians", "moons", "rings", "checkerboard", "2spirals"):
+        assert f"toy2d-{ds}" in names and f"toy2d-{ds}-cpu" in names
+    hopper = _cfg("task=hopper-medium-v2")
+    assert (hopper.loss.eta, hopper.loss.rho, hopper.critic.num_members) == (0.2, 2.0, 20)
+    large = _cfg("task=antmaze-large-diverse-v0")
+    assert (large.loss.eta, large.loss.gamma, large.loss.backup, large.eval.episodes) == (
+        1.0,
+        0.995,
+        "max",
+        100,
+    )
+    assert _cfg("task=antmaze-umaze-diverse-v0").eval.num_candidates == 1
