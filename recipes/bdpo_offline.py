@@ -96,9 +96,9 @@ class BDPOTrainer:
                 int(cfg.env.max_episode_steps),
                 self.task.obs_dim,
             )
-        # first update with a non-finite loss/gradient (-1: none), tracked on device
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self.watched: set[str] = set()
+        # per loss: first update with a non-finite value/gradient (-1: none), kept on device
+        self.no_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.bad_steps: dict[str, torch.Tensor] = {}
         self._update_fns()
 
     # ---------------------------------------------------------------- updates
@@ -148,23 +148,25 @@ class BDPOTrainer:
         )
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:
-        """Records the first step where a value was non-finite (no host sync)."""
+        """Records, per loss, the first update where it or its gradient norm was non-finite (no host sync)."""
         finite = torch.stack([torch.isfinite(v).all() for v in values]).all()
-        newly_bad = (~finite) & (self.bad_step < 0)
-        self.bad_step = torch.where(
-            newly_bad, torch.full_like(self.bad_step, self.step), self.bad_step
-        )
-        if not self.bad_what:
-            self._pending_names = getattr(self, "_pending_names", set()) | {name}
+        bad = self.bad_steps.get(name, self.no_bad_step)
+        self.bad_steps[name] = torch.where(~finite & (bad < 0), self.step, bad)
 
     def _check_finite(self) -> None:
-        bad = int(self.bad_step)
-        if bad >= 0:
-            names = ", ".join(sorted(self.watched))
+        """Raises :class:`NumericalError` naming the loss and update (one host sync)."""
+        if not self.bad_steps:
+            return
+        names = list(self.bad_steps)
+        steps = torch.stack([self.bad_steps[n] for n in names]).tolist()
+        bad = [(s, n) for s, n in zip(steps, names) if s >= 0]
+        if bad:
+            step = min(s for s, _ in bad)
+            name = ", ".join(n for s, n in bad if s == step)  # in update order
             raise NumericalError(
-                f"A non-finite loss or gradient appeared at update {bad} (losses watched: {names}). "
-                f"Training stopped; the last good checkpoint in {self.ckpt_dir} is intact. "
-                "Lower the learning rates or check the data for extreme values."
+                f"{name} (or its gradient) became non-finite at update {step}. Training stopped; "
+                f"the last good checkpoint in {self.ckpt_dir} is intact. Lower the learning rates "
+                "or check the data for extreme values."
             )
 
     def train_step(self) -> dict[str, torch.Tensor]:

@@ -194,3 +194,24 @@ def test_every_paper_task_has_a_config():
         100,
     )
     assert _cfg("task=antmaze-umaze-diverse-v0").eval.num_candidates == 1
+
+
+class _Poisoning(bdpo_offline.BDPOTrainer):
+    """Makes the critics' parameters NaN after update 33 (train phase, after a checkpoint at 30)."""
+
+    def train_step(self):
+        if self.step == 33:
+            with torch.no_grad():
+                for p in self.p_q:
+                    p.fill_(float("nan"))
+        return super().train_step()
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+    with pytest.raises(bdpo_offline.NumericalError, match=r"loss_qvalue.*non-finite at update 33"):
+        bdpo_offline.run(
+            _toy("checkpoint.interval=10", "eval.interval=100"), tmp_path, trainer_cls=_Poisoning
+        )
+    ckpt = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
+    assert ckpt["step"] == 30
+    assert all(torch.isfinite(v).all() for v in ckpt["loss"].values() if v.is_floating_point())

@@ -328,6 +328,29 @@ class BDPOLoss(LossModule):
         return self.schedule.q_sample(act, n), n
 
     # ----------------------------------------------------------------- losses
+    def _penalised_chain(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full reverse paths of the EMA actor at ``s`` ``[B, M, O]`` and the per-step KL to the EMA behavior.
+
+        The behavior model is evaluated at each step on exactly the inputs (and
+        tensor shapes) the actor saw, so identical networks give a KL of exactly 0.
+
+        Returns:
+            ``(x_0 [B, M, A], l [N, B, M])`` with ``l[n - 1] = l_n(s, x_n)``.
+        """
+        actor, behavior = self.actor_network.policy, self.behavior_network.policy
+        x = torch.randn(*s.shape[:-1], actor.action_dim, device=s.device)
+        kls = []
+        with (
+            self.target_actor_network_params.to_module(self.actor_network),
+            self.target_behavior_network_params.to_module(self.behavior_network),
+        ):
+            for step in range(self.schedule.num_steps, 0, -1):
+                n = torch.full(s.shape[:-1], step, dtype=torch.long, device=s.device)
+                x_prev, eps_pi = actor.reverse_step(s, x, n)
+                kls.append(self._kl(eps_pi, behavior.predict_noise(s, x, n), n))
+                x = x_prev
+        return x, torch.stack(kls[::-1], 0)
+
     def q_target(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics."""
         keys = self.tensor_keys
@@ -339,23 +362,12 @@ class BDPOLoss(LossModule):
             return reward, {}
         (next_obs,) = self._get(tensordict, [("next", keys.observation)], "qvalue_loss")
         next_obs = next_obs.reshape(-1, next_obs.shape[-1])
-        big_n, (b, m) = self.schedule.num_steps, (next_obs.shape[0], self.num_samples)
+        b, m = next_obs.shape[0], self.num_samples
         with torch.no_grad():
             s = next_obs.unsqueeze(-2).expand(b, m, next_obs.shape[-1])
-            with self.target_actor_network_params.to_module(self.actor_network):
-                chain = self.actor_network.policy.sample(s, return_chain=True)
-            steps = (
-                torch.arange(1, big_n + 1, device=s.device).view(big_n, 1, 1).expand(big_n, b, m)
-            )
-            eps_nu = self._noise(
-                "target_behavior_network_params",
-                s.expand(big_n, b, m, s.shape[-1]),
-                chain.states[1:],
-                steps,
-            )
-            kl = self._kl(chain.noise_preds, eps_nu, steps)  # [N, B, M]
+            action, kl = self._penalised_chain(s)  # [B, M, A], [N, B, M]
             penalty = kl.sum(0).mean(-1)  # [B]
-            q_next = self._q(self.target_qvalue_network_params, s, chain.action)  # [B, M, K]
+            q_next = self._q(self.target_qvalue_network_params, s, action)  # [B, M, K]
             q_next = q_next.mean(-2) if self.backup == "mean" else q_next.amax(-2)
             boot = self._aggregate(q_next)
             nonterminal = (~term.reshape(-1)).to(reward.dtype)
