@@ -32,6 +32,7 @@ from torchrl_bdpo import (
     make_value_operator,
 )
 from torchrl_bdpo.data import (
+    DatasetUnavailableError,
     clip_dataset_actions,
     load_offline_dataset,
     make_offline_replay_buffer,
@@ -166,7 +167,12 @@ def make_task_data(cfg: DictConfig) -> TaskData:
             bandit=True,
             toy2d={"dataset": toy},
         )
-    dataset = load_offline_dataset(name, **({"download": True} if cfg.data.download else {}))
+    try:
+        dataset = load_offline_dataset(name, **({"download": True} if cfg.data.download else {}))
+    except DatasetUnavailableError as err:
+        raise DatasetUnavailableError(f"{err}{_known_datasets()}") from err
+    except ValueError as err:  # a name that is neither a Minari id nor a D4RL name
+        raise ConfigError(f"{err}.{_known_datasets()}") from err
     data = dataset.data
     if cfg.data.action_clip is not None:
         data = clip_dataset_actions(data, float(cfg.data.action_clip))
@@ -186,6 +192,22 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         env_id=env_id,
         ref_min_score=dataset.ref_min_score,
         ref_max_score=dataset.ref_max_score,
+    )
+
+
+def _known_datasets() -> str:
+    """A hint listing the datasets this machine can load without network."""
+    try:
+        import minari
+
+        local = sorted(minari.list_local_datasets())
+    except Exception:  # noqa: BLE001 - the hint must never mask the real error
+        local = []
+    d4rl = sorted(p.stem for p in (Path(__file__).parent / "config" / "task").glob("*-v[0-9].yaml"))
+    return (
+        f" Local Minari datasets: {', '.join(local) or 'none'}."
+        f" D4RL tasks with configs: {', '.join(d4rl)}."
+        f" 2D datasets: {', '.join(TOY2D_PREFIX + t for t in TOY2D_DATASETS)}."
     )
 
 

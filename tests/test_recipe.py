@@ -215,3 +215,88 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
     assert ckpt["step"] == 30
     assert all(torch.isfinite(v).all() for v in ckpt["loss"].values() if v.is_floating_point())
+
+
+def test_unknown_dataset_lists_what_can_be_loaded(tmp_path, minari_hopper_dataset):
+    from torchrl_bdpo.data import DatasetUnavailableError
+
+    with pytest.raises(
+        DatasetUnavailableError,
+        match=r"bdpo-test/nothing/random-v0.*Local Minari datasets: .*"
+        + minari_hopper_dataset.replace("/", "."),
+    ):
+        bdpo_offline.run(
+            _cfg("task=custom", "data.name=bdpo-test/nothing/random-v0", *TINY), tmp_path
+        )
+    with pytest.raises(ConfigError, match=r"cannot tell the source.*hopper-medium-v2"):
+        bdpo_offline.run(_cfg("task=custom", "data.name=hopper", *TINY), tmp_path)
+
+
+def test_observation_size_must_match_the_evaluation_env(tmp_path, minari_hopper_dataset):
+    cfg = _cfg("task=custom", f"data.name={minari_hopper_dataset}", "env.id=HalfCheetah-v5", *TINY)
+    with pytest.raises(ConfigError, match=r"11 entries but HalfCheetah-v5 emits 17"):
+        bdpo_offline.run(cfg, tmp_path)
+
+
+def _start(run_dir, *extra):
+    cmd = [
+        sys.executable,
+        str(RECIPES / "bdpo_offline.py"),
+        "task=toy2d-8gaussians-cpu",
+        *TINY,
+        "data.toy2d_size=2000",
+        "diffusion.num_steps=4",
+        "optim.pretrain_steps=100000",
+        "optim.train_steps=10",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, proc, timeout=90.0):
+    import time
+
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _start(tmp_path, "checkpoint.interval=100000")
+    # scalars are logged from inside the training loop, after the signal handlers are installed
+    _wait_for(
+        tmp_path
+        / "logs"
+        / "toy2d-8gaussians-cpu_seed0"
+        / "scalars"
+        / "pretrain"
+        / "loss_behavior.csv",
+        proc,
+    )
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in out + err and "resume=true" in out + err
+    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
+    assert 0 < state["step"] < 100000
+
+
+def test_kill_9_never_leaves_a_torn_checkpoint(tmp_path):
+    import random
+    import time
+
+    proc = _start(tmp_path, "checkpoint.interval=1")  # a checkpoint after every update
+    ckpt = tmp_path / "checkpoints" / "latest.pt"
+    _wait_for(ckpt, proc)
+    for _ in range(3):
+        time.sleep(random.uniform(0.05, 0.5))
+        state = torch.load(ckpt, weights_only=False)  # readable while being rewritten
+        assert state["step"] > 0
+    proc.kill()
+    proc.communicate(timeout=30)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] > 0 and set(state) >= {"loss", "optimizers", "rng", "config"}
