@@ -421,6 +421,17 @@ def make_logger(cfg: DictConfig, run_dir: Path):
     )
 
 
+def close_logger(logger) -> None:
+    """Flushes and closes the logger (wandb prints its epilogue here, not after our last line)."""
+    experiment = getattr(logger, "experiment", None)
+    if experiment is None:
+        return
+    for method in ("finish", "close"):
+        if callable(getattr(experiment, method, None)):
+            getattr(experiment, method)()
+            return
+
+
 def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTrainer) -> Path:
     """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -436,6 +447,7 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
     if trainer.task.domain == "toy2d":
         final = evaluate_toy2d(trainer.loss, trainer.task, cfg, trainer.device, run_dir=run_dir)
         trainer.evals[-1].update(final) if trainer.evals else trainer.evals.append(final)
+    close_logger(logger)
     summary = trainer.summary(ups)
     path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")

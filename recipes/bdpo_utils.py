@@ -168,7 +168,10 @@ def make_task_data(cfg: DictConfig) -> TaskData:
             toy2d={"dataset": toy},
         )
     try:
-        dataset = load_offline_dataset(name, **({"download": True} if cfg.data.download else {}))
+        kwargs = {} if cfg.data.download is None else {"download": bool(cfg.data.download)}
+        if "/" not in name and cfg.data.d4rl_root is not None:
+            kwargs["root"] = str(cfg.data.d4rl_root)
+        dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
         raise DatasetUnavailableError(f"{err}{_known_datasets()}") from err
     except ValueError as err:  # a name that is neither a Minari id nor a D4RL name

@@ -300,3 +300,32 @@ def test_kill_9_never_leaves_a_torn_checkpoint(tmp_path):
     proc.communicate(timeout=30)
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] > 0 and set(state) >= {"loss", "optimizers", "rng", "config"}
+
+
+@pytest.mark.parametrize(
+    "backend,pattern", [("tensorboard", "events.out.tfevents*"), ("wandb", "offline-run-*")]
+)
+def test_other_loggers(tmp_path, backend, pattern):
+    bdpo_offline.run(_toy(f"logger.backend={backend}", "logger.wandb_mode=offline"), tmp_path)
+    assert list(tmp_path.rglob(pattern)), f"no {backend} output in {tmp_path}"
+
+
+def test_cli_prints_summary_path_last(tmp_path):
+    cmd = [
+        sys.executable,
+        str(RECIPES / "bdpo_offline.py"),
+        *TINY,
+        "data.toy2d_size=2000",
+        "optim.pretrain_steps=5",
+        "optim.train_steps=5",
+        "optim.value_warmup_steps=1",
+        "eval.toy2d_samples=200",
+        "logger.backend=wandb",
+        "logger.wandb_mode=offline",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "summary.json")
