@@ -270,6 +270,7 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
         penalty_placement=str(cfg.loss.penalty_placement),
         aggregation=str(cfg.loss.aggregation),
         bandit=task.bandit,
+        stratified_steps=bool(cfg.loss.stratified_steps),
     )
     return loss.to(device)
 

@@ -81,6 +81,15 @@ class BDPOLoss(LossModule):
         aggregation ("lcb" | "mean" | "min"): ``Agg_k``. Defaults to ``"lcb"``.
         bandit (bool): every transition is terminal (one-step tasks): the Q target
             is the reward and no next-state chain is run. Defaults to ``False``.
+        stratified_steps (bool): the fast path for the value and actor losses.
+            Instead of ``n ~ U{1..N}`` i.i.d., row ``i`` of a batch gets
+            ``n = 1 + (i mod N)`` (batches are uniform samples of the data, so each
+            step still meets random data; every step gets ``B/N`` rows, up to one).
+            The rows with ``n = 1`` (which bootstrap from ``Q``) and the others
+            (which bootstrap from ``V_{n-1}``) then form two fixed-size groups,
+            and each target network runs on its own group only, instead of both
+            networks on every sample followed by a ``torch.where``. Defaults to
+            ``False`` (i.i.d. steps).
 
     Examples:
         >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
@@ -177,6 +186,7 @@ class BDPOLoss(LossModule):
         penalty_placement: Literal["inside", "outside"] = "inside",
         aggregation: Literal["lcb", "mean", "min"] = "lcb",
         bandit: bool = False,
+        stratified_steps: bool = False,
     ) -> None:
         _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation)
         if actor_network is behavior_network:
@@ -205,6 +215,8 @@ class BDPOLoss(LossModule):
         self.penalty_placement = penalty_placement
         self.aggregation = aggregation
         self.bandit = bool(bandit)
+        self.stratified_steps = bool(stratified_steps)
+        self._partition_cache: dict = {}
         self.schedule = a_sched
 
     # ------------------------------------------------------------------ keys
@@ -301,6 +313,8 @@ class BDPOLoss(LossModule):
         self, obs: torch.Tensor, x_prev: torch.Tensor, n_prev: torch.Tensor
     ) -> torch.Tensor:
         """Target ``V_{n-1}(s, x_{n-1})`` with ``V_0 := Q``: obs ``[B, O]``, x ``[B, M, A]``, n ``[B]`` -> ``[B, M, K]``."""
+        if self.stratified_steps:
+            return self._next_values_partitioned(obs, x_prev, n_prev)
         obs_m = obs.unsqueeze(-2)
         q = self._q(self.target_qvalue_network_params, obs_m, x_prev)
         v = self._v(
@@ -310,6 +324,34 @@ class BDPOLoss(LossModule):
             n_prev.clamp_min(1).unsqueeze(-1).expand(x_prev.shape[:-1]),
         )
         return torch.where((n_prev == 0).view(-1, 1, 1), q, v)
+
+    def _partition(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row indices with ``n = 1`` and with ``n > 1`` under stratified steps, and the inverse order."""
+        key = (batch, str(device))
+        if key not in self._partition_cache:
+            rows = torch.arange(batch, device=device)
+            first = rows % self.schedule.num_steps == 0
+            q_rows, v_rows = rows[first], rows[~first]
+            inverse = torch.argsort(torch.cat([q_rows, v_rows]))
+            self._partition_cache[key] = (q_rows, v_rows, inverse)
+        return self._partition_cache[key]
+
+    def _next_values_partitioned(
+        self, obs: torch.Tensor, x_prev: torch.Tensor, n_prev: torch.Tensor
+    ) -> torch.Tensor:
+        """As :meth:`_next_values` for stratified steps: Q on the ``n = 1`` rows, V on the others only."""
+        q_rows, v_rows, inverse = self._partition(obs.shape[0], obs.device)
+        obs_m = obs.unsqueeze(-2)
+        q = self._q(self.target_qvalue_network_params, obs_m[q_rows], x_prev[q_rows])
+        if v_rows.numel() == 0:  # N = 1: every step bootstraps from Q
+            return q
+        v = self._v(
+            self.target_value_network_params,
+            obs_m[v_rows],
+            x_prev[v_rows],
+            n_prev[v_rows].unsqueeze(-1).expand(v_rows.shape[0], x_prev.shape[-2]),
+        )
+        return torch.cat([q, v], 0)[inverse]
 
     def _one_step(
         self, params_name: str, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
@@ -323,8 +365,13 @@ class BDPOLoss(LossModule):
         sigma = torch.where(n > 1, self.schedule.sigmas[n], 0.0).view(-1, 1, 1)
         return mean.unsqueeze(-2) + sigma * z, eps
 
+    def _sample_steps(self, batch: int, device) -> torch.Tensor:
+        if self.stratified_steps:
+            return torch.arange(batch, device=device) % self.schedule.num_steps + 1
+        return self.schedule.sample_steps((batch,), device=device)
+
     def _noisy_dataset_actions(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.schedule.sample_steps(act.shape[:-1], device=act.device)
+        n = self._sample_steps(act.shape[0], act.device)
         return self.schedule.q_sample(act, n), n
 
     # ----------------------------------------------------------------- losses

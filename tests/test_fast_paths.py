@@ -1,0 +1,55 @@
+"""Fast paths give the same losses (and gradients) as the plain computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _factories import ACT, OBS, batch, make_loss
+
+
+@pytest.mark.parametrize("big_n", [1, 3, 5])
+def test_partitioned_next_values_equal_plain(big_n):
+    torch.manual_seed(0)
+    loss = make_loss(num_steps=big_n, stratified_steps=True)
+    b, m = 11, 3
+    obs, x = torch.randn(b, OBS), torch.randn(b, m, ACT)
+    n_prev = loss._sample_steps(b, "cpu") - 1
+    fast = loss._next_values(obs, x, n_prev)
+    loss.stratified_steps = False
+    torch.testing.assert_close(fast, loss._next_values(obs, x, n_prev))
+
+
+def test_stratified_steps_cover_every_step_evenly():
+    loss = make_loss(num_steps=5, stratified_steps=True)
+    counts = torch.bincount(loss._sample_steps(256, "cpu"), minlength=6)[1:]
+    assert counts.min() >= 51 and counts.max() <= 52
+
+
+@pytest.mark.parametrize(
+    "method,group", [("value_loss", "value_network"), ("actor_loss", "actor_network")]
+)
+def test_stratified_losses_and_grads_equal_plain_path(method, group):
+    torch.manual_seed(0)
+    loss = make_loss(num_steps=4, stratified_steps=True)
+    td = batch(13)
+
+    def run():
+        loss.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        value, _ = getattr(loss, method)(td)
+        value.backward()
+        grads = [
+            p.grad.clone()
+            for p in getattr(loss, f"{group}_params").values(True, True)
+            if p.grad is not None
+        ]
+        return value.detach(), grads
+
+    fast, fast_grads = run()
+    loss.stratified_steps = False
+    pattern = torch.arange(13) % 4 + 1
+    loss._sample_steps = lambda b, device: pattern  # same steps, plain (where-based) computation
+    plain, plain_grads = run()
+    torch.testing.assert_close(fast, plain)
+    for a, b in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(a, b)
