@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 
 from torchrl_bdpo import (
@@ -54,53 +54,55 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------- config
 def validate_config(cfg: DictConfig) -> None:
     """Checks the settings before anything is built; one error listing every problem."""
-    problems = []
-    loss, optim, diff = cfg.loss, cfg.optim, cfg.diffusion
-    if not loss.eta > 0:
-        problems.append(f"loss.eta must be > 0 (got {loss.eta})")
-    if not loss.rho >= 0:
-        problems.append(f"loss.rho must be >= 0 (got {loss.rho})")
-    if not 0 <= loss.gamma <= 1:
-        problems.append(f"loss.gamma must be in [0, 1] (got {loss.gamma})")
-    if int(loss.num_samples) < 1:
-        problems.append(f"loss.num_samples (M) must be >= 1 (got {loss.num_samples})")
-    if int(cfg.critic.num_members) < 1:
-        problems.append(f"critic.num_members (K) must be >= 1 (got {cfg.critic.num_members})")
-    if int(diff.num_steps) < 1:
-        problems.append(f"diffusion.num_steps (N) must be >= 1 (got {diff.num_steps})")
-    if int(optim.actor_update_period) < 1:
-        problems.append(f"optim.actor_update_period must be >= 1 (got {optim.actor_update_period})")
-    if int(optim.batch_size) < 1:
-        problems.append(f"optim.batch_size must be >= 1 (got {optim.batch_size})")
+    problems: list[str] = []
+
+    def number(key: str, ok, rule: str, integer: bool = False):
+        value = OmegaConf.select(cfg, key)
+        try:
+            num = int(value) if integer else float(value)
+            if integer and num != float(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(
+                f"{key} must be {'an integer' if integer else 'a number'} (got {value!r})"
+            )
+            return
+        if not ok(num):
+            problems.append(f"{key} must be {rule} (got {value})")
+
+    def choice(key: str, options: tuple[str, ...]):
+        value = OmegaConf.select(cfg, key)
+        if value not in options:
+            problems.append(f"{key} must be one of {', '.join(options)} (got {value!r})")
+
+    number("loss.eta", lambda v: v > 0, "> 0")
+    number("loss.rho", lambda v: v >= 0, ">= 0")
+    number("loss.gamma", lambda v: 0 <= v <= 1, "in [0, 1]")
+    number("loss.num_samples", lambda v: v >= 1, ">= 1 (M)", integer=True)
+    number("critic.num_members", lambda v: v >= 1, ">= 1 (K)", integer=True)
+    number("diffusion.num_steps", lambda v: v >= 1, ">= 1 (N)", integer=True)
+    number("optim.actor_update_period", lambda v: v >= 1, ">= 1", integer=True)
+    number("optim.batch_size", lambda v: v >= 1, ">= 1", integer=True)
     for key in ("pretrain_steps", "train_steps", "value_warmup_steps"):
-        if int(optim[key]) < 0:
-            problems.append(f"optim.{key} must be >= 0 (got {optim[key]})")
+        number(f"optim.{key}", lambda v: v >= 0, ">= 0", integer=True)
+    for key in ("behavior_lr", "critic_lr", "actor_lr", "grad_clip"):
+        number(f"optim.{key}", lambda v: v > 0, "> 0")
     for key in ("critic_tau", "actor_tau", "behavior_tau"):
-        if not 0 < optim[key] <= 1:
-            problems.append(f"optim.{key} must be in (0, 1] (got {optim[key]})")
-    for key in ("interval",):
-        if int(cfg.eval[key]) < 1 or int(cfg.checkpoint[key]) < 1:
-            problems.append("eval.interval and checkpoint.interval must be >= 1")
-    if int(cfg.eval.num_candidates) < 1:
-        problems.append(f"eval.num_candidates must be >= 1 (got {cfg.eval.num_candidates})")
-    if loss.backup not in ("mean", "max"):
-        problems.append(f"loss.backup must be 'mean' or 'max' (got {loss.backup!r})")
-    if loss.penalty_placement not in ("inside", "outside"):
-        problems.append(
-            f"loss.penalty_placement must be 'inside' or 'outside' (got {loss.penalty_placement!r})"
-        )
-    if loss.aggregation not in ("lcb", "mean", "min"):
-        problems.append(
-            f"loss.aggregation must be one of lcb, mean, min (got {loss.aggregation!r})"
-        )
-    if cfg.data.reward_transform not in ("locomotion", "antmaze", "none"):
-        problems.append(
-            f"data.reward_transform must be locomotion, antmaze or none (got {cfg.data.reward_transform!r})"
-        )
-    if cfg.logger.backend not in ("csv", "wandb", "tensorboard", "none"):
-        problems.append(
-            f"logger.backend must be csv, wandb, tensorboard or none (got {cfg.logger.backend!r})"
-        )
+        number(f"optim.{key}", lambda v: 0 < v <= 1, "in (0, 1]")
+    for key in (
+        "eval.interval",
+        "checkpoint.interval",
+        "eval.num_candidates",
+        "eval.episodes",
+        "threads",
+    ):
+        number(key, lambda v: v >= 1, ">= 1", integer=True)
+    choice("loss.backup", ("mean", "max"))
+    choice("loss.penalty_placement", ("inside", "outside"))
+    choice("loss.aggregation", ("lcb", "mean", "min"))
+    choice("data.reward_transform", ("locomotion", "antmaze", "none"))
+    choice("logger.backend", ("csv", "wandb", "tensorboard", "none"))
+    choice("logger.wandb_mode", ("offline", "disabled", "online"))
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
 

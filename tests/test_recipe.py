@@ -145,6 +145,8 @@ def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
         ("loss.num_samples=0", "num_samples"),
         ("optim.actor_update_period=0", "actor_update_period"),
         ("optim.batch_size=5000", "batch"),
+        ("loss.eta=abc", "loss.eta must be a number"),
+        ("loss.backup=median", "loss.backup must be one of mean, max"),
     ],
 )
 def test_bad_settings_are_reported(tmp_path, override, match):
