@@ -118,13 +118,30 @@ class BDPOTrainer:
         self.p_actor = trainable(loss.actor_network_params)
         clip = float(self.cfg.optim.grad_clip)
 
+        # The loss computations (forward, and through AOTAutograd their backward) are what
+        # torch.compile captures; optimiser steps and clipping stay eager (no graph breaks).
+        def behavior_losses(batch):
+            return loss.behavior_loss(batch)[0]
+
+        def critic_losses(batch):
+            lq, meta_q = loss.qvalue_loss(batch)
+            lv, meta_v = loss.value_loss(batch)
+            return lq, lv, meta_q, meta_v
+
+        def actor_losses(batch):
+            return loss.actor_loss(batch)
+
+        if self.cfg.compile:
+            behavior_losses = torch.compile(behavior_losses)
+            critic_losses = torch.compile(critic_losses)
+            actor_losses = torch.compile(actor_losses)
+
         def behavior_update(batch):
-            value, _ = loss.behavior_loss(batch)
+            value = behavior_losses(batch)
             return value.detach(), self._clip_step("behavior", value, self.p_behavior)
 
         def critic_update(batch):
-            lq, meta_q = loss.qvalue_loss(batch)
-            lv, meta_v = loss.value_loss(batch)
+            lq, lv, meta_q, meta_v = critic_losses(batch)
             opt = self.opts["critic"]
             opt.zero_grad(set_to_none=True)
             (lq + lv).backward()
@@ -134,13 +151,9 @@ class BDPOTrainer:
             return lq.detach(), lv.detach(), gq, gv, meta_q, meta_v
 
         def actor_update(batch):
-            value, meta = loss.actor_loss(batch)
+            value, meta = actor_losses(batch)
             return value.detach(), self._clip_step("actor", value, self.p_actor), meta
 
-        if self.cfg.compile:
-            behavior_update = torch.compile(behavior_update)
-            critic_update = torch.compile(critic_update)
-            actor_update = torch.compile(actor_update)
         self.behavior_update, self.critic_update, self.actor_update = (
             behavior_update,
             critic_update,

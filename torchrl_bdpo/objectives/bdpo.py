@@ -82,11 +82,12 @@ class BDPOLoss(LossModule):
         bandit (bool): every transition is terminal (one-step tasks): the Q target
             is the reward and no next-state chain is run. Defaults to ``False``.
         stratified_steps (bool): the fast path for the value and actor losses.
-            Instead of ``n ~ U{1..N}`` i.i.d., row ``i`` of a batch gets
-            ``n = 1 + (i mod N)`` (batches are uniform samples of the data, so each
-            step still meets random data; every step gets ``B/N`` rows, up to one).
-            The rows with ``n = 1`` (which bootstrap from ``Q``) and the others
-            (which bootstrap from ``V_{n-1}``) then form two fixed-size groups,
+            Instead of ``n ~ U{1..N}`` i.i.d., the first ``ceil(B/N)`` rows of a
+            batch get ``n = 1`` and the others cycle through ``2..N`` (batches are
+            uniform samples of the data, so each step still meets random data;
+            every step gets ``B/N`` rows, up to one). The rows with ``n = 1``
+            (which bootstrap from ``Q``) and the others (which bootstrap from
+            ``V_{n-1}``) then form two fixed-size contiguous groups,
             and each target network runs on its own group only, instead of both
             networks on every sample followed by a ``torch.where``. Defaults to
             ``False`` (i.i.d. steps).
@@ -216,7 +217,6 @@ class BDPOLoss(LossModule):
         self.aggregation = aggregation
         self.bandit = bool(bandit)
         self.stratified_steps = bool(stratified_steps)
-        self._partition_cache: dict = {}
         self.schedule = a_sched
 
     # ------------------------------------------------------------------ keys
@@ -325,33 +325,30 @@ class BDPOLoss(LossModule):
         )
         return torch.where((n_prev == 0).view(-1, 1, 1), q, v)
 
-    def _partition(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Row indices with ``n = 1`` and with ``n > 1`` under stratified steps, and the inverse order."""
-        key = (batch, str(device))
-        if key not in self._partition_cache:
-            rows = torch.arange(batch, device=device)
-            first = rows % self.schedule.num_steps == 0
-            q_rows, v_rows = rows[first], rows[~first]
-            inverse = torch.argsort(torch.cat([q_rows, v_rows]))
-            self._partition_cache[key] = (q_rows, v_rows, inverse)
-        return self._partition_cache[key]
+    def _num_q_rows(self, batch: int) -> int:
+        """Rows with ``n = 1`` under stratified steps: ``ceil(B / N)`` (the first rows of the batch)."""
+        return -(-batch // self.schedule.num_steps)
 
     def _next_values_partitioned(
         self, obs: torch.Tensor, x_prev: torch.Tensor, n_prev: torch.Tensor
     ) -> torch.Tensor:
-        """As :meth:`_next_values` for stratified steps: Q on the ``n = 1`` rows, V on the others only."""
-        q_rows, v_rows, inverse = self._partition(obs.shape[0], obs.device)
+        """As :meth:`_next_values` for stratified steps: Q on the ``n = 1`` rows, V on the others only.
+
+        The two groups are contiguous slices of the batch, so shapes are static
+        (``torch.compile``-friendly) and no gather/scatter is needed.
+        """
+        c = self._num_q_rows(obs.shape[0])
         obs_m = obs.unsqueeze(-2)
-        q = self._q(self.target_qvalue_network_params, obs_m[q_rows], x_prev[q_rows])
-        if v_rows.numel() == 0:  # N = 1: every step bootstraps from Q
+        q = self._q(self.target_qvalue_network_params, obs_m[:c], x_prev[:c])
+        if c == obs.shape[0]:  # N = 1: every step bootstraps from Q
             return q
         v = self._v(
             self.target_value_network_params,
-            obs_m[v_rows],
-            x_prev[v_rows],
-            n_prev[v_rows].unsqueeze(-1).expand(v_rows.shape[0], x_prev.shape[-2]),
+            obs_m[c:],
+            x_prev[c:],
+            n_prev[c:].unsqueeze(-1).expand(obs.shape[0] - c, x_prev.shape[-2]),
         )
-        return torch.cat([q, v], 0)[inverse]
+        return torch.cat([q, v], 0)
 
     def _one_step(
         self, params_name: str, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
@@ -366,9 +363,12 @@ class BDPOLoss(LossModule):
         return mean.unsqueeze(-2) + sigma * z, eps
 
     def _sample_steps(self, batch: int, device) -> torch.Tensor:
-        if self.stratified_steps:
-            return torch.arange(batch, device=device) % self.schedule.num_steps + 1
-        return self.schedule.sample_steps((batch,), device=device)
+        if not self.stratified_steps:
+            return self.schedule.sample_steps((batch,), device=device)
+        # the first ceil(B/N) rows get n = 1, the others cycle through 2..N
+        big_n, c = self.schedule.num_steps, self._num_q_rows(batch)
+        rest = torch.arange(batch - c, device=device) % max(big_n - 1, 1) + 2
+        return torch.cat([torch.ones(c, dtype=torch.long, device=device), rest])
 
     def _noisy_dataset_actions(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = self._sample_steps(act.shape[0], act.device)
