@@ -383,7 +383,7 @@ def sample_actions(loss: BDPOLoss, which: str, num: int, obs_dim: int, device) -
     """``num`` stochastic samples of the EMA actor or EMA behavior at the (dummy) 2D state."""
     module = loss.actor_network if which == "actor" else loss.behavior_network
     params = getattr(loss, f"target_{which}_network_params")
-    with params.to_module(module):
+    with params.to_module(module, preserve_module_state=False):
         return module.policy.sample(torch.zeros(num, obs_dim, device=device))
 
 
@@ -461,7 +461,9 @@ def save_toy2d_outputs(
                 torch.full((grid.shape[0],), n, device=device),
             )
         values.append(val.mean(-1).reshape(g, g).cpu().numpy())
-    with loss.target_actor_network_params.to_module(loss.actor_network):
+    with loss.target_actor_network_params.to_module(
+        loss.actor_network, preserve_module_state=False
+    ):
         chain = loss.actor_network.policy.sample(
             torch.zeros(500, task.obs_dim, device=device), return_chain=True
         )

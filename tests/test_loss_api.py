@@ -30,6 +30,17 @@ def test_actor_loss_touches_only_the_actor():
         assert not _has_grad(getattr(loss, f"{group}_params")), group
 
 
+def test_no_loss_makes_target_parameters_differentiable():
+    """Targets stay plain tensors without gradients (swapping them into modules must not turn them into Parameters)."""
+    loss = make_loss()
+    for method in ("actor_loss", "qvalue_loss", "value_loss", "behavior_loss"):
+        getattr(loss, method)(batch(8))[0].backward()
+    for group in GROUPS:
+        for key, value in getattr(loss, f"target_{group}_params").items(True, True):
+            assert not value.requires_grad and value.grad is None, (group, key)
+            assert not isinstance(value, torch.nn.Parameter), (group, key)
+
+
 @pytest.mark.parametrize(
     "method,trained",
     [

@@ -230,7 +230,7 @@ class QSelectionPolicy(TensorDictModuleBase):
             from contextlib import nullcontext
 
             return nullcontext()
-        return params.to_module(module)
+        return params.to_module(module, preserve_module_state=False)
 
     @torch.no_grad()
     def select(self, obs: torch.Tensor) -> torch.Tensor:

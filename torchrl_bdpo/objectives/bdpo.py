@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -257,10 +256,6 @@ class BDPOLoss(LossModule):
         return [tensordict.get(k) for k in keys]
 
     # ------------------------------------------------------------ functional
-    @staticmethod
-    def _params(params: TensorDictBase | None, module):
-        return nullcontext() if params is None else params.to_module(module)
-
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Ensemble critic ``[*batch, K]``."""
         batch = torch.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
@@ -272,7 +267,7 @@ class BDPOLoss(LossModule):
             },
             batch_size=batch,
         )
-        with params.to_module(self.qvalue_network):
+        with params.to_module(self.qvalue_network, preserve_module_state=False):
             return self.qvalue_network(td).get(self.tensor_keys.state_action_value)
 
     def _v(
@@ -289,12 +284,12 @@ class BDPOLoss(LossModule):
             },
             batch_size=batch,
         )
-        with params.to_module(self.value_network):
+        with params.to_module(self.value_network, preserve_module_state=False):
             return self.value_network(td).get(self.tensor_keys.state_value)
 
     def _noise(self, which: str, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor):
         module = self.behavior_network if "behavior" in which else self.actor_network
-        with getattr(self, which).to_module(module):
+        with getattr(self, which).to_module(module, preserve_module_state=False):
             return module.policy.predict_noise(obs, x, n)
 
     def _aggregate(self, values: torch.Tensor) -> torch.Tensor:
@@ -354,7 +349,7 @@ class BDPOLoss(LossModule):
         self, params_name: str, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``M`` reparameterised reverse steps from one ``x_n``: ``([B, M, A], eps [B, A])``."""
-        with getattr(self, params_name).to_module(self.actor_network):
+        with getattr(self, params_name).to_module(self.actor_network, preserve_module_state=False):
             policy = self.actor_network.policy
             eps = policy.predict_noise(obs, x_n, n)
             mean = policy.reverse_mean(x_n, n, eps)
@@ -388,8 +383,12 @@ class BDPOLoss(LossModule):
         x = torch.randn(*s.shape[:-1], actor.action_dim, device=s.device)
         kls = []
         with (
-            self.target_actor_network_params.to_module(self.actor_network),
-            self.target_behavior_network_params.to_module(self.behavior_network),
+            self.target_actor_network_params.to_module(
+                self.actor_network, preserve_module_state=False
+            ),
+            self.target_behavior_network_params.to_module(
+                self.behavior_network, preserve_module_state=False
+            ),
         ):
             for step in range(self.schedule.num_steps, 0, -1):
                 n = torch.full(s.shape[:-1], step, dtype=torch.long, device=s.device)
@@ -475,7 +474,9 @@ class BDPOLoss(LossModule):
         """Epsilon-prediction MSE of the online behavior model (pre-training / continued training)."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "behavior_loss")
-        with self.behavior_network_params.to_module(self.behavior_network):
+        with self.behavior_network_params.to_module(
+            self.behavior_network, preserve_module_state=False
+        ):
             err = noise_prediction_error(
                 self.behavior_network.policy,
                 obs.reshape(-1, obs.shape[-1]),

@@ -91,7 +91,9 @@ class DiffusionBehaviorLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         obs = tensordict.get(self.tensor_keys.observation)
         act = tensordict.get(self.tensor_keys.action)
-        with self.behavior_network_params.to_module(self.behavior_network):
+        with self.behavior_network_params.to_module(
+            self.behavior_network, preserve_module_state=False
+        ):
             err = noise_prediction_error(
                 self.behavior_network.policy,
                 obs.reshape(-1, obs.shape[-1]),
