@@ -302,15 +302,18 @@ def num_actor_updates(cfg: DictConfig) -> int:
 def make_optimizers(loss: BDPOLoss, cfg: DictConfig):
     """Adam per group; cosine decay to 0 for critics (per step) and the actor (per actor step)."""
     o = cfg.optim
+    fused = {"fused": True} if o.fused_adam else {}
+
+    def adam(params, lr):
+        return torch.optim.Adam(params, lr=float(lr), **fused)
+
     opts = {
-        "behavior": torch.optim.Adam(
-            trainable(loss.behavior_network_params), lr=float(o.behavior_lr)
-        ),
-        "critic": torch.optim.Adam(
+        "behavior": adam(trainable(loss.behavior_network_params), o.behavior_lr),
+        "critic": adam(
             trainable(loss.qvalue_network_params) + trainable(loss.value_network_params),
-            lr=float(o.critic_lr),
+            o.critic_lr,
         ),
-        "actor": torch.optim.Adam(trainable(loss.actor_network_params), lr=float(o.actor_lr)),
+        "actor": adam(trainable(loss.actor_network_params), o.actor_lr),
     }
     scheds = {
         "critic": torch.optim.lr_scheduler.CosineAnnealingLR(
