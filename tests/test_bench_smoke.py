@@ -1,0 +1,82 @@
+"""Smoke test of benchmarks/bench_bdpo.py: quick eager run on tiny shapes; structure only, no timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bdpo.py"
+KEYS = (
+    "pretrain_steps_per_s",
+    "critic_steps_per_s",
+    "mixed_steps_per_s",
+    "sample_ms_b1",
+    "sample_ms_b256",
+    "gflops_mixed",
+    "peak_mem_mb",
+)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    if "bench_bdpo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_bdpo", BENCH)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_bdpo"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["bench_bdpo"]
+
+
+def test_quick_tiny_eager_json(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--quick", "--tiny", "--modes", "eager", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert "== hopper ==" in printed and "== toy2d ==" in printed
+
+    report = json.loads(out.read_text())
+    assert set(report) >= {"conditions", "results"}
+    cond = report["conditions"]
+    for key in ("device", "torch_threads", "torch", "torchrl", "tensordict", "cpu_model", "date"):
+        assert key in cond, key
+    assert cond["matmul_gflops"] > 0
+    assert set(report["results"]) == {"hopper", "toy2d"}
+    for shape in ("hopper", "toy2d"):
+        res = report["results"][shape]["eager"]
+        assert "error" not in res, res.get("error")
+        for key in KEYS:
+            assert math.isfinite(res[key]) and res[key] > 0, (shape, key, res[key])
+
+
+def test_update_fns_are_reusable(bench):
+    """The step functions train: the critic step moves the online critics and their EMA."""
+    comps = bench.make_bench_components("hopper", tiny=True)
+    fns = bench.make_update_fns(comps, "eager")
+    loss = comps.loss
+    q_before = [p.detach().clone() for p in comps.qvalue_params]
+    q_target_before = [p.clone() for p in loss.target_qvalue_network_params.values(True, True)]
+    batch = comps.batches[0]
+    for step in range(comps.shape.actor_every):
+        assert torch.isfinite(fns.mixed_step(batch, step))
+    assert torch.isfinite(fns.pretrain_step(batch))
+    assert any(not torch.equal(a, b) for a, b in zip(q_before, comps.qvalue_params))
+    q_target_after = list(loss.target_qvalue_network_params.values(True, True))
+    assert any(not torch.equal(a, b) for a, b in zip(q_target_before, q_target_after))
+    td = comps.eval_inputs[1]
+    action = fns.sample(td)["action"]
+    assert action.shape == (1, comps.shape.act_dim)
+    assert action.abs().max() <= 1.0  # hopper: clipped sampler
+
+
+def test_unknown_shape_set_is_rejected(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--shapes", "walker"])
