@@ -136,3 +136,30 @@ def test_q_selection_with_target_params():
         qvalue_params=loss.target_qvalue_network_params,
     )
     assert policy.select(torch.randn(3, 3)).shape == (3, 2)
+
+
+def _attr(module, key):
+    for part in key:
+        module = getattr(module, part)
+    return module
+
+
+def test_q_selection_binds_the_given_params_and_sees_in_place_updates():
+    loss = make_loss()
+    policy = QSelectionPolicy(
+        loss.actor_network,
+        loss.qvalue_network,
+        4,
+        actor_params=loss.target_actor_network_params,
+        qvalue_params=loss.target_qvalue_network_params,
+    )
+    for bound, params in (
+        (policy._qvalue, loss.target_qvalue_network_params),
+        (policy._actor, loss.target_actor_network_params),
+    ):
+        for key, value in params.items(True, True):
+            # shared storage: EMA steps on the targets show through
+            assert _attr(bound, key).data_ptr() == value.data_ptr(), key
+    # the loss's own (online) modules keep their parameters
+    for key, value in loss.qvalue_network_params.items(True, True):
+        assert _attr(loss.qvalue_network, key).data_ptr() == value.data_ptr(), key

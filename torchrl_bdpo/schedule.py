@@ -71,6 +71,22 @@ class VPSchedule(nn.Module):
             ("kl_weights", kl_weights),
         ):
             self.register_buffer(name, value.float(), persistent=False)
+        # Per-step reverse-kernel coefficients as Python floats (float64), for chains
+        # whose step is a Python int: no tensor indexing on the sampling path.
+        a, ab = alphas.tolist(), alpha_bars.tolist()
+        self.step_coefficients = [None] + [
+            {
+                "inv_sqrt_alpha": a[k] ** -0.5,
+                "eps_coef": betas[k].item() / ((1.0 - ab[k]) ** 0.5 * a[k] ** 0.5),
+                "sqrt_one_minus_abar": (1.0 - ab[k]) ** 0.5,
+                "inv_sqrt_abar": ab[k] ** -0.5,
+                "x0_coef": ab[k - 1] ** 0.5 * betas[k].item() / (1.0 - ab[k]),
+                "xt_coef": a[k] ** 0.5 * (1.0 - ab[k - 1]) / (1.0 - ab[k]),
+                "sigma": betas[k].item() ** 0.5 if k > 1 else 0.0,
+                "kl_weight": kl_weights[k].item(),
+            }
+            for k in range(1, num_steps + 1)
+        ]
 
     def q_sample(
         self, x0: torch.Tensor, n: torch.Tensor, noise: torch.Tensor | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -216,38 +217,39 @@ class QSelectionPolicy(TensorDictModuleBase):
         super().__init__()
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}.")
-        self.actor = actor
-        self.qvalue_network = qvalue_network
         self.num_candidates = num_candidates
-        self.actor_params = actor_params
-        self.qvalue_params = qvalue_params
         self.stochastic = stochastic
         self.in_keys = [actor.observation_key]
         self.out_keys = [actor.action_key]
-
-    def _with(self, params: TensorDictBase | None, module: nn.Module):
-        if params is None:
-            from contextlib import nullcontext
-
-            return nullcontext()
-        return params.to_module(module, preserve_module_state=False)
+        # With parameters given, each network is a private copy whose tensors *are* those
+        # parameters (bound once, no swap per call; in-place updates such as EMA steps
+        # show through). The copies are not registered as submodules.
+        self.__dict__["_actor"] = _bind(actor, actor_params)
+        self.__dict__["_qvalue"] = _bind(qvalue_network, qvalue_params)
 
     @torch.no_grad()
     def select(self, obs: torch.Tensor) -> torch.Tensor:
         """``[*batch, O]`` -> ``[*batch, A]``."""
-        c = self.num_candidates
-        with self._with(self.actor_params, self.actor):
-            if c == 1:
-                return self.actor.policy.sample(obs, deterministic=not self.stochastic)
-            obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
-            cands = self.actor.policy.sample(obs_c, deterministic=not self.stochastic)
-        q_keys = self.qvalue_network.in_keys
+        c, policy, qvalue = self.num_candidates, self._actor.policy, self._qvalue
+        if c == 1:
+            return policy.sample(obs, deterministic=not self.stochastic)
+        obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
+        cands = policy.sample(obs_c, deterministic=not self.stochastic)
+        q_keys = qvalue.in_keys
         td = TensorDict({q_keys[0]: obs_c, q_keys[1]: cands}, batch_size=obs_c.shape[:-1])
-        with self._with(self.qvalue_params, self.qvalue_network):
-            q = self.qvalue_network(td).get(self.qvalue_network.out_keys[0]).mean(-1)
+        q = qvalue(td).get(qvalue.out_keys[0]).mean(-1)
         best = q.argmax(-1, keepdim=True).unsqueeze(-1).expand(*q.shape[:-1], 1, cands.shape[-1])
         return cands.gather(-2, best).squeeze(-2)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict.set(self.out_keys[0], self.select(tensordict.get(self.in_keys[0])))
         return tensordict
+
+
+def _bind(module: nn.Module, params: TensorDictBase | None) -> nn.Module:
+    """``module`` itself, or a copy of it holding ``params``' tensors (shared, not copied)."""
+    if params is None:
+        return module
+    bound = copy.deepcopy(module)
+    params.to_module(bound, preserve_module_state=False)
+    return bound

@@ -11,6 +11,7 @@ from torch import nn
 
 from torchrl_bdpo.modules.embedding import sinusoidal_embedding
 from torchrl_bdpo.modules.ensemble import EnsembleMLP
+from torchrl_bdpo.modules.shapes import batch_shape
 
 
 def _members_last(out: torch.Tensor, batch: torch.Size) -> torch.Tensor:
@@ -49,7 +50,7 @@ class QEnsemble(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        batch = torch.broadcast_shapes(obs.shape[:-1], action.shape[:-1])
+        batch = batch_shape(obs.shape[:-1], action.shape[:-1])
         x = torch.cat(
             [obs.expand(*batch, obs.shape[-1]), action.expand(*batch, action.shape[-1])], -1
         )
@@ -95,7 +96,7 @@ class DiffusionValueEnsemble(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        batch = torch.broadcast_shapes(obs.shape[:-1], x.shape[:-1], n.shape)
+        batch = batch_shape(obs.shape[:-1], x.shape[:-1], n.shape)
         sx = torch.cat([obs.expand(*batch, obs.shape[-1]), x.expand(*batch, x.shape[-1])], -1)
         sx = sx.reshape(-1, sx.shape[-1])
         emb = self.step_mlp(sinusoidal_embedding(n.expand(batch).reshape(-1), self.embed_dim))

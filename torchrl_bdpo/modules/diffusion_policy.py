@@ -84,15 +84,42 @@ class DiffusionPolicy(nn.Module):
     def action_dim(self) -> int:
         return self.noise_net.action_dim
 
-    def predict_noise(self, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        """``eps(x_n, n, s)``; ``n`` is an integer tensor broadcastable to ``x.shape[:-1]``."""
-        return self.noise_net(x, n, obs)
+    def predict_noise(
+        self,
+        obs: torch.Tensor,
+        x: torch.Tensor,
+        n: torch.Tensor | int,
+        *,
+        step_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``eps(x_n, n, s)``; ``n`` is an integer tensor broadcastable to ``x.shape[:-1]`` or an int."""
+        if isinstance(n, int):
+            n = torch.full(x.shape[:-1], n, dtype=torch.long, device=x.device)
+        if step_features is None:
+            return self.noise_net(x, n, obs)
+        return self.noise_net(x, n, obs, step_features=step_features)
+
+    def step_feature_table(self, device=None) -> torch.Tensor | None:
+        """The noise net's step features for ``n = 0..N`` (``[N + 1, F]``), if it exposes them.
+
+        Computed once per chain so that each reverse step skips the step MLP.
+        """
+        if not hasattr(self.noise_net, "step_features"):
+            return None
+        return self.noise_net.step_features(torch.arange(self.num_steps + 1, device=device))
 
     def reverse_mean(
-        self, x: torch.Tensor, n: torch.Tensor, eps: torch.Tensor, clip: bool | None = None
+        self, x: torch.Tensor, n: torch.Tensor | int, eps: torch.Tensor, clip: bool | None = None
     ) -> torch.Tensor:
         """The mean ``mu(x_n, n)`` of the reverse kernel given the noise prediction ``eps``."""
         clip = self.clip_sample if clip is None else clip
+        if isinstance(n, int):  # one step for the whole batch: Python-float coefficients
+            c = self.schedule.step_coefficients[n]
+            if not clip:
+                return x * c["inv_sqrt_alpha"] - eps * c["eps_coef"]
+            x0 = (x - eps * c["sqrt_one_minus_abar"]) * c["inv_sqrt_abar"]
+            x0 = torch.maximum(torch.minimum(x0, self.action_high), self.action_low)
+            return x0 * c["x0_coef"] + x * c["xt_coef"]
         s = self.schedule
         beta, alpha = s.betas[n].unsqueeze(-1), s.alphas[n].unsqueeze(-1)
         abar = s.alpha_bars[n].unsqueeze(-1)
@@ -107,23 +134,37 @@ class DiffusionPolicy(nn.Module):
         self,
         obs: torch.Tensor,
         x: torch.Tensor,
-        n: torch.Tensor,
+        n: torch.Tensor | int,
         *,
         noise: torch.Tensor | None = None,
         clip: bool | None = None,
+        step_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One reparameterised reverse step ``x_{n-1} = mu + sigma_n z`` (``z = 0`` where ``n = 1``).
 
         Args:
             obs (Tensor): ``[*batch, O]``.
             x (Tensor): ``x_n``, ``[*batch, A]``.
-            n (Tensor): integer steps in ``1..N``, broadcastable to ``[*batch]``.
+            n (Tensor or int): integer steps in ``1..N``, broadcastable to ``[*batch]``, or
+                one int for the whole batch (the fast path of full chains: no noise is
+                drawn at ``n = 1``).
             noise (Tensor, optional): ``z``, shape of ``x``; drawn if omitted.
                 Pass zeros for a deterministic step.
+            step_features (Tensor, optional): precomputed step features for ``n``
+                (see :meth:`step_feature_table`).
 
         Returns:
             ``(x_{n-1}, eps)``, both ``[*batch, A]``.
         """
+        if isinstance(n, int):
+            eps = self.predict_noise(obs, x, n, step_features=step_features)
+            mean = self.reverse_mean(x, n, eps, clip)
+            sigma = self.schedule.step_coefficients[n]["sigma"]
+            if sigma == 0.0:
+                return mean, eps
+            if noise is None:
+                noise = torch.randn_like(mean)
+            return mean + noise * sigma, eps
         n = torch.as_tensor(n, device=x.device).expand(x.shape[:-1])
         eps = self.predict_noise(obs, x, n)
         mean = self.reverse_mean(x, n, eps, clip)
@@ -150,11 +191,18 @@ class DiffusionPolicy(nn.Module):
         """
         shape = (*obs.shape[:-1], self.action_dim)
         x = obs.new_zeros(shape) if deterministic else torch.randn(shape, device=obs.device)
+        table = self.step_feature_table(obs.device)
         states, preds = [x], []
         for step in range(self.num_steps, 0, -1):
-            n = torch.full(shape[:-1], step, dtype=torch.long, device=obs.device)
-            noise = torch.zeros_like(x) if deterministic else None
-            x, eps = self.reverse_step(obs, x, n, noise=noise, clip=clip)
+            noise = torch.zeros_like(x) if deterministic and step > 1 else None
+            x, eps = self.reverse_step(
+                obs,
+                x,
+                step,
+                noise=noise,
+                clip=clip,
+                step_features=None if table is None else table[step],
+            )
             if return_chain:
                 states.append(x)
                 preds.append(eps)

@@ -9,6 +9,7 @@ from torch import nn
 
 from torchrl_bdpo.modules.embedding import sinusoidal_embedding
 from torchrl_bdpo.modules.mlp import make_mlp
+from torchrl_bdpo.modules.shapes import batch_shape
 
 
 class NoiseNet(nn.Module):
@@ -63,9 +64,21 @@ class NoiseNet(nn.Module):
             layer_norm=layer_norm,
         )
 
-    def forward(self, x: torch.Tensor, n: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        emb = self.step_mlp(sinusoidal_embedding(n, self.embed_dim))
-        batch = torch.broadcast_shapes(x.shape[:-1], emb.shape[:-1], obs.shape[:-1])
+    def step_features(self, n: torch.Tensor) -> torch.Tensor:
+        """The step MLP's output for steps ``n`` ``[*batch]`` -> ``[*batch, F]``."""
+        return self.step_mlp(sinusoidal_embedding(n, self.embed_dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        n: torch.Tensor,
+        obs: torch.Tensor,
+        *,
+        step_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``eps(x_n, n, s)``; ``step_features`` (``step_features(n)``, precomputed) skips the step MLP."""
+        emb = self.step_features(n) if step_features is None else step_features
+        batch = batch_shape(x.shape[:-1], emb.shape[:-1], obs.shape[:-1])
         inputs = torch.cat(
             [
                 x.expand(*batch, x.shape[-1]),

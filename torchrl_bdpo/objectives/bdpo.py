@@ -12,6 +12,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_bdpo.modules.actor import DiffusionActor
+from torchrl_bdpo.modules.shapes import batch_shape
 from torchrl_bdpo.objectives.behavior import noise_prediction_error
 
 _BACKUPS = ("mean", "max")
@@ -258,7 +259,7 @@ class BDPOLoss(LossModule):
     # ------------------------------------------------------------ functional
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Ensemble critic ``[*batch, K]``."""
-        batch = torch.broadcast_shapes(obs.shape[:-1], act.shape[:-1])
+        batch = batch_shape(obs.shape[:-1], act.shape[:-1])
         obs_key, act_key = self.qvalue_network.in_keys[:2]
         td = TensorDict(
             {
@@ -274,7 +275,7 @@ class BDPOLoss(LossModule):
         self, params: TensorDictBase, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor
     ) -> torch.Tensor:
         """Ensemble diffusion value ``[*batch, K]``."""
-        batch = torch.broadcast_shapes(obs.shape[:-1], x.shape[:-1], n.shape)
+        batch = batch_shape(obs.shape[:-1], x.shape[:-1], n.shape)
         obs_key, x_key, n_key = self.value_network.in_keys[:3]
         td = TensorDict(
             {
@@ -390,10 +391,20 @@ class BDPOLoss(LossModule):
                 self.behavior_network, preserve_module_state=False
             ),
         ):
+            actor_table = actor.step_feature_table(s.device)
+            behavior_table = behavior.step_feature_table(s.device)
             for step in range(self.schedule.num_steps, 0, -1):
-                n = torch.full(s.shape[:-1], step, dtype=torch.long, device=s.device)
-                x_prev, eps_pi = actor.reverse_step(s, x, n)
-                kls.append(self._kl(eps_pi, behavior.predict_noise(s, x, n), n))
+                x_prev, eps_pi = actor.reverse_step(
+                    s, x, step, step_features=None if actor_table is None else actor_table[step]
+                )
+                eps_nu = behavior.predict_noise(
+                    s,
+                    x,
+                    step,
+                    step_features=None if behavior_table is None else behavior_table[step],
+                )
+                weight = self.schedule.step_coefficients[step]["kl_weight"]
+                kls.append((eps_pi - eps_nu).pow(2).sum(-1) * weight)
                 x = x_prev
         return x, torch.stack(kls[::-1], 0)
 
