@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from torchrl_bdpo import DiffusionValueEnsemble, EnsembleMLP, NoiseNet, QEnsemble, mish
-from torchrl_bdpo.modules.activation import mish_exp
+from torchrl_bdpo.modules.activation import mish_exp, mish_inplace
 
 
 def test_ensemble_members_are_independent_orthogonal_inits():
@@ -47,6 +47,16 @@ def test_shapes_and_broadcasting():
     assert eps(
         torch.randn(4, 5, 2), torch.ones(4, 5, dtype=torch.long), torch.randn(4, 1, 3)
     ).shape == (4, 5, 2)
+
+
+def test_no_grad_mish_matches_reference():
+    x = torch.linspace(-40, 40, 2001)
+    torch.testing.assert_close(
+        mish_inplace(x.clone()), torch.nn.functional.mish(x), atol=1e-5, rtol=1e-5
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(mish(x), torch.nn.functional.mish(x), atol=1e-5, rtol=1e-5)
+    assert x.min() == -40  # the input is not modified
 
 
 @pytest.mark.parametrize("fn", [mish, mish_exp])
