@@ -246,15 +246,16 @@ class BDPOLoss(LossModule):
         return self
 
     def _get(self, tensordict: TensorDictBase, keys: list[NestedKey], method: str):
-        missing = [k for k in keys if k not in tensordict.keys(True, True)]
-        if missing:
+        values = [tensordict.get(k, None) for k in keys]
+        if any(v is None for v in values):
+            missing = [k for k, v in zip(keys, values) if v is None]
             raise KeyError(
                 f"BDPOLoss.{method} needs the keys {keys} but {missing} are missing from the "
                 f"input (it has {sorted(map(str, tensordict.keys(True, True)))}). Map your keys "
                 f"with loss.set_keys(...), e.g. set_keys(observation='obs', reward='rew'); "
                 f"current mapping: {self.tensor_keys}."
             )
-        return [tensordict.get(k) for k in keys]
+        return values
 
     # ------------------------------------------------------------ functional
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
