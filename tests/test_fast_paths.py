@@ -53,3 +53,28 @@ def test_stratified_losses_and_grads_equal_plain_path(method, group):
     torch.testing.assert_close(fast, plain)
     for a, b in zip(fast_grads, plain_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_direct_module_call_equals_tensordict_path():
+    """Plain TensorDictModules are called without building TensorDicts; any other TD module goes
+    through TensorDicts. Both give the same losses."""
+    from tensordict.nn import TensorDictSequential
+
+    torch.manual_seed(0)
+    loss = make_loss(num_steps=3)
+    td = batch(6)
+    torch.manual_seed(1)
+    direct = loss(td)
+    wrapped_q = TensorDictSequential(loss.qvalue_network)
+    wrapped_v = TensorDictSequential(loss.value_network)
+    assert type(wrapped_q) is not type(loss.qvalue_network)
+    from torchrl_bdpo import BDPOLoss
+
+    other = BDPOLoss(
+        loss.actor_network, wrapped_q, wrapped_v, loss.behavior_network, eta=0.2, num_samples=3
+    )
+    other.load_state_dict(loss.state_dict())
+    torch.manual_seed(1)
+    via_td = other(td)
+    for key in ("loss_qvalue", "loss_value", "loss_actor"):
+        torch.testing.assert_close(direct[key], via_td[key])

@@ -235,9 +235,12 @@ class QSelectionPolicy(TensorDictModuleBase):
             return policy.sample(obs, deterministic=not self.stochastic)
         obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
         cands = policy.sample(obs_c, deterministic=not self.stochastic)
-        q_keys = qvalue.in_keys
-        td = TensorDict({q_keys[0]: obs_c, q_keys[1]: cands}, batch_size=obs_c.shape[:-1])
-        q = qvalue(td).get(qvalue.out_keys[0]).mean(-1)
+        if type(qvalue) is TensorDictModule:  # no TensorDict on the hot path
+            q = qvalue.module(obs_c, cands).mean(-1)
+        else:
+            q_keys = qvalue.in_keys
+            td = TensorDict({q_keys[0]: obs_c, q_keys[1]: cands}, batch_size=obs_c.shape[:-1])
+            q = qvalue(td).get(qvalue.out_keys[0]).mean(-1)
         best = q.argmax(-1, keepdim=True).unsqueeze(-1).expand(*q.shape[:-1], 1, cands.shape[-1])
         return cands.gather(-2, best).squeeze(-2)
 
