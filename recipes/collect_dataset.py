@@ -1,0 +1,643 @@
+"""Collect D4RL-style Minari datasets with an online SAC agent (TorchRL's ``SACLoss``).
+
+    python recipes/collect_dataset.py                          # Hopper-v5, CPU-sized defaults
+    python recipes/collect_dataset.py env.id=HalfCheetah-v5 seed=1
+    python recipes/collect_dataset.py output_dir=/data/minari train.total_frames=1000000 \\
+        rollouts.medium_steps=1000000 rollouts.expert_steps=1000000
+
+What it does (settings in ``config_collect/collect.yaml``):
+
+1. Measures the random reference return (uniform-random actions).
+2. Trains SAC online on ``GymEnv(env.id)`` (``DoubleToFloat``, ``StepCounter``, ``RewardSum``)
+   with a TorchRL ``Collector``, a uniform ``ReplayBuffer(LazyTensorStorage)`` and
+   ``SoftUpdate`` targets; deterministic evaluations every ``train.eval_interval`` env steps.
+3. Picks the *medium* point after training: the first evaluation whose return reached
+   ``medium.fraction`` of the expert reference (``medium.reference=expert``) or of the final
+   policy's return (``final``), else mid-training. A policy snapshot and the replay buffer's
+   size are kept at every evaluation, so the choice can be made afterwards.
+4. Writes, with Minari's own ``create_dataset_from_buffers`` (through
+   :func:`torchrl_bdpo.data.build_minari_dataset`):
+
+   * ``<prefix>/<env>/medium-<v>``: episodes of the medium policy;
+   * ``<prefix>/<env>/medium-replay-<v>``: every transition in the replay buffer up to the
+     medium point (random warm-up included), split into episodes; terminations and time-limit
+     truncations stay distinct, and the episode still running at the medium point ends with
+     ``truncations=True``;
+   * ``<prefix>/<env>/expert-<v>``: episodes of the final policy;
+
+   each with ``ref_min_score`` (random) and ``ref_max_score`` (expert reference) in its metadata.
+
+The recipe then trains on them offline with no network::
+
+    python recipes/bdpo_offline.py task=hopper-local-medium-replay
+    python recipes/bdpo_offline.py task=custom data.name=bdpo-local/hopper/medium-replay-v0
+
+The last line printed is the path of ``summary.json`` (returns, sizes, timings).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tqdm import tqdm
+
+log = logging.getLogger("collect")
+
+DATASET_KINDS = ("medium", "medium-replay", "expert")
+_KEEP = (
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+    ("next", "done"),
+)
+
+
+# ------------------------------------------------------------------------------- names
+def env_short_name(env_id: str) -> str:
+    """``"HalfCheetah-v5"`` -> ``"halfcheetah"`` (the D4RL family name)."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1]).lower()
+
+
+def dataset_ids(cfg: DictConfig) -> dict[str, str]:
+    name = cfg.env.name or env_short_name(str(cfg.env.id))
+    return {
+        kind: f"{cfg.dataset_prefix}/{name}/{kind}-{cfg.dataset_version}" for kind in DATASET_KINDS
+    }
+
+
+@contextmanager
+def minari_path(output_dir: str | None):
+    """Temporarily point ``MINARI_DATASETS_PATH`` at ``output_dir`` (unchanged when None)."""
+    if output_dir is None:
+        yield
+        return
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(output_dir).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+# --------------------------------------------------------------------------------- env
+def make_env(env_id: str, max_episode_steps: int, reward_sum: bool = True):
+    from torchrl.envs import Compose, DoubleToFloat, GymEnv, RewardSum, StepCounter, TransformedEnv
+
+    transforms = [DoubleToFloat(), StepCounter(max_steps=max_episode_steps)]
+    if reward_sum:
+        transforms.append(RewardSum())
+    return TransformedEnv(GymEnv(env_id), Compose(*transforms))
+
+
+# -------------------------------------------------------------------------------- SAC
+def make_sac(cfg: DictConfig, env):
+    """Actor (``ProbabilisticActor`` + ``TanhNormal``), twin critics and ``SACLoss``."""
+    from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+    from torchrl.objectives import SACLoss
+
+    action_spec = (
+        env.action_spec_unbatched if hasattr(env, "action_spec_unbatched") else env.action_spec
+    )
+    act_dim = int(action_spec.shape[-1])
+    actor_mlp = MLP(
+        out_features=2 * act_dim,
+        num_cells=list(cfg.sac.actor_hidden),
+        activation_class=torch.nn.ReLU,
+    )
+    actor_module = TensorDictModule(
+        torch.nn.Sequential(actor_mlp, NormalParamExtractor(scale_mapping="biased_softplus_1.0")),
+        in_keys=["observation"],
+        out_keys=["loc", "scale"],
+    )
+    actor = ProbabilisticActor(
+        actor_module,
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low,
+            "high": action_spec.space.high,
+            "tanh_loc": False,
+        },
+        return_log_prob=False,
+        default_interaction_type="random",
+    )
+    qnet = MLP(
+        out_features=1, num_cells=list(cfg.sac.critic_hidden), activation_class=torch.nn.ReLU
+    )
+    qvalue = ValueOperator(qnet, in_keys=["observation", "action"])
+    # lazy layers: one forward to materialise them
+    with torch.no_grad():
+        probe = env.fake_tensordict()
+        actor(probe)
+        qvalue(probe)
+    loss = SACLoss(
+        actor,
+        qvalue,
+        num_qvalue_nets=int(cfg.sac.num_qvalue_nets),
+        loss_function="l2",
+        alpha_init=float(cfg.sac.alpha_init),
+        action_spec=action_spec,
+        delay_qvalue=True,
+    )
+    loss.make_value_estimator(gamma=float(cfg.sac.gamma))
+    return actor, loss
+
+
+# ----------------------------------------------------------------------- rollouts/eval
+@torch.no_grad()
+def run_episodes(
+    env,
+    policy,
+    *,
+    min_steps: int = 0,
+    num_episodes: int = 0,
+    max_steps: int,
+    seed: int,
+    exploration: str = "random",
+) -> list[TensorDict]:
+    """Whole episodes of ``policy``: ``num_episodes`` of them, or until ``min_steps`` transitions."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    mode = ExplorationType.RANDOM if exploration == "random" else ExplorationType.DETERMINISTIC
+    episodes, steps = [], 0
+    with set_exploration_type(mode):
+        while (num_episodes and len(episodes) < num_episodes) or (
+            not num_episodes and steps < min_steps
+        ):
+            env.set_seed(seed + len(episodes))
+            td = env.rollout(max_steps, policy, break_when_any_done=True)
+            episodes.append(td.select(*_KEEP))
+            steps += td.shape[0]
+    return episodes
+
+
+def episode_return(td: TensorDict) -> float:
+    return float(td["next", "reward"].sum())
+
+
+def ted_episode_to_minari(td: TensorDict) -> dict[str, np.ndarray]:
+    """One episode of TED transitions (batch ``[L]``) -> Minari arrays (``observations`` ``[L+1]``)."""
+    obs = torch.cat([td["observation"], td["next", "observation"][-1:]], 0)
+    return {
+        "observations": obs.double().numpy(),
+        "actions": td["action"].float().numpy(),
+        "rewards": td["next", "reward"].reshape(-1).double().numpy(),
+        "terminations": td["next", "terminated"].reshape(-1).numpy().astype(bool),
+        "truncations": td["next", "truncated"].reshape(-1).numpy().astype(bool),
+    }
+
+
+def split_transitions(data: TensorDict) -> list[dict[str, np.ndarray]]:
+    """Consecutive transitions of one env (replay-buffer order) -> Minari episodes.
+
+    Episodes end after each ``done`` step; ``terminated``/``truncated`` are kept as they are.
+    A trailing episode that had not ended is closed with ``truncations=True`` (it was cut, not
+    terminated), so every transition of ``data`` is kept.
+    """
+    done = data["next", "done"].reshape(-1)
+    ends = (torch.nonzero(done).reshape(-1) + 1).tolist()
+    if not ends or ends[-1] != data.shape[0]:
+        ends.append(data.shape[0])
+    episodes, start = [], 0
+    for end in ends:
+        ep = ted_episode_to_minari(data[start:end])
+        if not (ep["terminations"][-1] or ep["truncations"][-1]):
+            ep["truncations"][-1] = True
+        episodes.append(ep)
+        start = end
+    return episodes
+
+
+def random_reference(env_id: str, episodes: int, seed: int, max_steps: int) -> float:
+    import gymnasium as gym
+
+    from torchrl_bdpo.data import rollout_episodes, uniform_random_policy
+
+    env = gym.make(env_id)
+    policy = uniform_random_policy(env.action_space, seed=seed)
+    env.close()
+    eps = rollout_episodes(env_id, policy, num_episodes=episodes, seed=seed, max_steps=max_steps)
+    return float(np.mean([ep["rewards"].sum() for ep in eps]))
+
+
+def resolve_reference(value: Any, kind: str, env_id: str, measured: float | None) -> float:
+    from torchrl_bdpo.scores import d4rl_reference
+
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value == "d4rl":
+        ref = d4rl_reference(env_short_name(env_id))
+        return float(ref.random if kind == "random" else ref.expert)
+    if value in ("measured", "final"):
+        if measured is None:
+            raise ValueError(f"reference.{kind}={value} has no measured value")
+        return float(measured)
+    raise ValueError(
+        f"reference.{kind} must be a number, 'd4rl' or '{'measured' if kind == 'random' else 'final'}'"
+    )
+
+
+# --------------------------------------------------------------------------- training
+def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Online SAC; returns the replay buffer, policy snapshots (one per evaluation and one at
+    mid-training) and the final actor."""
+    from torchrl.collectors import Collector
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+    from torchrl.objectives import SoftUpdate
+
+    t = cfg.train
+    env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
+    total = int(t.total_frames)
+    env = make_env(env_id, max_steps)
+    env.set_seed(int(cfg.seed))
+    eval_env = make_env(env_id, max_steps, reward_sum=False)
+    actor, loss = make_sac(cfg, env)
+    target_updater = SoftUpdate(loss, tau=float(cfg.sac.tau))
+    optim = torch.optim.Adam(loss.parameters(), lr=float(cfg.sac.lr))
+    buffer = ReplayBuffer(storage=LazyTensorStorage(total), batch_size=int(cfg.sac.batch_size))
+    collector = Collector(
+        env,
+        actor,
+        frames_per_batch=int(t.frames_per_batch),
+        total_frames=total,
+        init_random_frames=int(t.init_random_frames),
+        auto_register_policy_transforms=False,
+    )
+    snapshots: list[dict[str, Any]] = []
+    midpoint: dict[str, Any] | None = None
+    evals: list[dict[str, float]] = []
+    train_returns: list[float] = []
+    frames, updates, update_time, debt = 0, 0, 0.0, 0.0
+    next_eval = int(t.eval_interval)
+    t0 = time.time()
+    bar = tqdm(
+        total=total,
+        desc=f"SAC {env_id}",
+        disable=not cfg.progress,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    )
+    last_eval = float("nan")
+    try:
+        for batch in collector:
+            batch = batch.reshape(-1)
+            n = batch.shape[0]
+            buffer.extend(batch.select(*_KEEP))
+            done = batch["next", "done"].reshape(-1)
+            if done.any():
+                train_returns += batch["next", "episode_reward"].reshape(-1)[done].tolist()
+            frames += n
+            # UTD updates for every env step after the random warm-up
+            debt += max(0, min(n, frames - int(t.init_random_frames))) * float(t.utd)
+            if debt >= 1:
+                tu = time.time()
+                while debt >= 1:
+                    sample = buffer.sample()
+                    out = loss(sample)
+                    value = out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]
+                    optim.zero_grad(set_to_none=True)
+                    value.backward()
+                    optim.step()
+                    target_updater.step()
+                    updates += 1
+                    debt -= 1
+                update_time += time.time() - tu
+            collector.update_policy_weights_()
+            if midpoint is None and frames >= total // 2:
+                midpoint = {
+                    "frames": frames,
+                    "buffer_size": len(buffer),
+                    "actor": copy.deepcopy(actor.state_dict()),
+                    "eval_return": last_eval,  # of the evaluation before it
+                }
+            if frames >= next_eval or frames >= total:
+                next_eval += int(t.eval_interval)
+                eps = run_episodes(
+                    eval_env,
+                    actor,
+                    num_episodes=int(t.eval_episodes),
+                    max_steps=max_steps,
+                    seed=int(cfg.seed) + 10_000 + frames,
+                    exploration="deterministic",
+                )
+                last_eval = float(np.mean([episode_return(e) for e in eps]))
+                evals.append(
+                    {
+                        "frames": frames,
+                        "updates": updates,
+                        "return": last_eval,
+                        "time_s": time.time() - t0,
+                    }
+                )
+                log.info("eval @ %d frames: return %.1f", frames, last_eval)
+                snapshots.append(
+                    {
+                        "frames": frames,
+                        "buffer_size": len(buffer),
+                        "eval_return": last_eval,
+                        "actor": copy.deepcopy(actor.state_dict()),
+                    }
+                )
+            recent = np.mean(train_returns[-5:]) if train_returns else float("nan")
+            bar.set_postfix(
+                ep_return=f"{recent:.0f}",
+                eval=f"{last_eval:.0f}",
+                ups=f"{updates / max(update_time, 1e-9):.0f}/s",
+                refresh=False,
+            )
+            bar.update(n)
+    finally:
+        bar.close()
+        collector.shutdown()
+        env.close()
+    torch.save({"actor": actor.state_dict(), "loss": loss.state_dict()}, run_dir / "final_actor.pt")
+    return {
+        "actor": actor,
+        "eval_env": eval_env,
+        "buffer": buffer,
+        "snapshots": snapshots,
+        "midpoint": midpoint,
+        "evals": evals,
+        "train_returns": train_returns,
+        "frames": frames,
+        "updates": updates,
+        "train_time_s": time.time() - t0,
+        "update_time_s": update_time,
+    }
+
+
+def choose_medium(
+    snapshots: list[dict[str, Any]], midpoint: dict[str, Any], threshold: float, min_frames: int
+) -> dict[str, Any]:
+    """The first evaluated policy (after ``min_frames``) whose return reaches ``threshold``;
+    the mid-training policy when none does."""
+    for snap in snapshots:
+        if snap["frames"] >= min_frames and snap["eval_return"] >= threshold:
+            return {**snap, "rule": "threshold"}
+    log.warning(
+        "no evaluation reached the medium threshold %.1f; using the mid-training policy "
+        "(%d env steps)",
+        threshold,
+        midpoint["frames"],
+    )
+    return {**midpoint, "rule": "midpoint"}
+
+
+# ---------------------------------------------------------------------------- datasets
+def _stats(episodes: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    returns = np.array([ep["rewards"].sum() for ep in episodes])
+    return {
+        "episodes": len(episodes),
+        "transitions": int(sum(len(ep["rewards"]) for ep in episodes)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "terminations": int(sum(ep["terminations"].sum() for ep in episodes)),
+        "truncations": int(sum(ep["truncations"].sum() for ep in episodes)),
+    }
+
+
+def collect(cfg: DictConfig) -> dict[str, Any]:
+    """Runs everything; returns the summary (also written to ``<run_dir>/summary.json``)."""
+    from torchrl_bdpo.data import build_minari_dataset, minari_datasets_dir
+    from torchrl_bdpo.scores import normalized_score
+
+    torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(int(cfg.seed))
+    np.random.seed(int(cfg.seed))
+    wanted = list(cfg.datasets)
+    unknown = sorted(set(wanted) - set(DATASET_KINDS))
+    if unknown:
+        raise ValueError(f"unknown datasets {unknown}; choose from {list(DATASET_KINDS)}")
+    env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
+    ids = {k: v for k, v in dataset_ids(cfg).items() if k in wanted}
+    run_dir = (
+        Path(hydra.utils.to_absolute_path(str(cfg.run_dir))) if _in_hydra() else Path(cfg.run_dir)
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    with minari_path(cfg.output_dir):
+        root = minari_datasets_dir()
+        existing = [i for i in ids.values() if (root / i).exists()]
+        if existing and not cfg.overwrite:
+            raise FileExistsError(
+                f"datasets {existing} already exist under {root}; pass overwrite=true "
+                "or choose another dataset_version"
+            )
+
+        ref = cfg.reference
+        t0 = time.time()
+        measured_random = None
+        if ref.random == "measured":
+            measured_random = random_reference(
+                env_id, int(ref.random_episodes), int(cfg.seed) + 777, max_steps
+            )
+        ref_min = resolve_reference(ref.random, "random", env_id, measured_random)
+        random_time = time.time() - t0
+        log.info("random reference return %.2f (%.1f s)", ref_min, random_time)
+
+        result = train_sac(cfg, run_dir)
+        actor, eval_env = result["actor"], result["eval_env"]
+        final_state = copy.deepcopy(actor.state_dict())
+        t0 = time.time()
+        rollouts: dict[str, list[dict[str, np.ndarray]]] = {}
+        if "expert" in wanted:
+            eps = run_episodes(
+                eval_env,
+                actor,
+                min_steps=int(cfg.rollouts.expert_steps),
+                max_steps=max_steps,
+                seed=int(cfg.seed) + 20_000,
+                exploration=str(cfg.rollouts.exploration),
+            )
+            rollouts["expert"] = [ted_episode_to_minari(e) for e in eps]
+        final_eval = run_episodes(
+            eval_env,
+            actor,
+            num_episodes=10,
+            max_steps=max_steps,
+            seed=int(cfg.seed) + 30_000,
+            exploration="deterministic",
+        )
+        final_return = float(np.mean([episode_return(e) for e in final_eval]))
+        ref_max = resolve_reference(ref.expert, "expert", env_id, final_return)
+        if cfg.medium.reference == "expert":
+            level = ref_max
+        elif cfg.medium.reference == "final":
+            level = final_return
+        else:
+            raise ValueError(
+                f"medium.reference must be 'expert' or 'final', got {cfg.medium.reference}"
+            )
+        threshold = float(cfg.medium.fraction) * level
+        medium = choose_medium(
+            result["snapshots"], result["midpoint"], threshold, int(cfg.medium.min_frames)
+        )
+        torch.save({"actor": medium["actor"]}, run_dir / "medium_actor.pt")
+        actor.load_state_dict(medium["actor"])
+        # the medium policy's own return, measured like the final one (the midpoint snapshot
+        # falls between two periodic evaluations)
+        medium_eval = run_episodes(
+            eval_env,
+            actor,
+            num_episodes=10,
+            max_steps=max_steps,
+            seed=int(cfg.seed) + 30_000,
+            exploration="deterministic",
+        )
+        medium["policy_eval_return"] = float(np.mean([episode_return(e) for e in medium_eval]))
+        if "medium" in wanted:
+            eps = run_episodes(
+                eval_env,
+                actor,
+                min_steps=int(cfg.rollouts.medium_steps),
+                max_steps=max_steps,
+                seed=int(cfg.seed) + 40_000,
+                exploration=str(cfg.rollouts.exploration),
+            )
+            rollouts["medium"] = [ted_episode_to_minari(e) for e in eps]
+        actor.load_state_dict(final_state)
+        if "medium-replay" in wanted:
+            data = result["buffer"][: medium["buffer_size"]]
+            rollouts["medium-replay"] = split_transitions(data)
+        rollout_time = time.time() - t0
+        eval_env.close()
+
+        ref_note = (
+            f"ref_min_score={ref_min:.3f} is "
+            + (
+                "the measured mean return of a uniform-random policy "
+                f"({int(ref.random_episodes)} episodes)"
+                if ref.random == "measured"
+                else f"'{ref.random}'"
+            )
+            + f"; ref_max_score={ref_max:.1f} is "
+            + (
+                "D4RL's expert reference for this env family (so scores are on D4RL's scale)"
+                if ref.expert == "d4rl"
+                else (
+                    "the final SAC policy's deterministic return"
+                    if ref.expert == "final"
+                    else "user-given"
+                )
+            )
+            + "."
+        )
+        what = {
+            "medium": f"episodes of the SAC policy at {medium['frames']} env steps (deterministic "
+            f"return {medium['policy_eval_return']:.1f}; rule: {medium['rule']}), actions "
+            f"{cfg.rollouts.exploration}",
+            "medium-replay": f"the SAC replay buffer up to {medium['frames']} env steps "
+            f"({medium['buffer_size']} transitions, {int(cfg.train.init_random_frames)} "
+            "uniform-random warm-up steps included); the last, unfinished episode "
+            "ends with a truncation",
+            "expert": f"episodes of the final SAC policy ({result['frames']} env steps, eval return "
+            f"{final_return:.1f}), actions {cfg.rollouts.exploration}",
+        }
+        t0 = time.time()
+        datasets = {}
+        for kind, dataset_id in ids.items():
+            if cfg.overwrite and (root / dataset_id).exists():
+                shutil.rmtree(root / dataset_id)
+            build_minari_dataset(
+                dataset_id,
+                env_id,
+                rollouts[kind],
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
+                algorithm_name=f"torchrl SACLoss (recipes/collect_dataset.py), {kind}",
+                author="torchrl_bdpo",
+                description=f"{env_id} {kind} in D4RL's manner: {what[kind]}. {ref_note}",
+            )
+            stats = _stats(rollouts[kind])
+            stats["normalized_return_mean"] = float(
+                normalized_score(stats["return_mean"], ref_min=ref_min, ref_max=ref_max)
+            )
+            datasets[kind] = {"id": dataset_id, **stats}
+            log.info("%s: %s", dataset_id, stats)
+        write_time = time.time() - t0
+
+    summary = {
+        "env_id": env_id,
+        "seed": int(cfg.seed),
+        "output_dir": str(root),
+        "datasets": datasets,
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "reference": {
+            "random": str(ref.random),
+            "expert": str(ref.expert),
+            "measured_random": measured_random,
+        },
+        "medium": {k: v for k, v in medium.items() if k != "actor"}
+        | {"threshold": threshold, "reference": str(cfg.medium.reference)},
+        "final_eval_return": final_return,
+        "frames": result["frames"],
+        "updates": result["updates"],
+        "evaluations": result["evals"],
+        "timings_s": {
+            "random_reference": random_time,
+            "sac_training": result["train_time_s"],
+            "sac_updates": result["update_time_s"],
+            "updates_per_s": result["updates"] / max(result["update_time_s"], 1e-9),
+            "env_steps_per_s_overall": result["frames"] / max(result["train_time_s"], 1e-9),
+            "rollouts": rollout_time,
+            "writing": write_time,
+            "total": time.time() - t_start,
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _in_hydra() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
+
+
+@hydra.main(config_path="config_collect", config_name="collect", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.output_dir is not None:
+        cfg.output_dir = hydra.utils.to_absolute_path(str(cfg.output_dir))
+    summary = collect(cfg)
+    for d in summary["datasets"].values():
+        print(
+            f"{d['id']}: {d['transitions']} transitions, {d['episodes']} episodes, "
+            f"return {d['return_mean']:.1f} ± {d['return_std']:.1f} "
+            f"(normalised {d['normalized_return_mean']:.1f})"
+        )
+    print(f"total {summary['timings_s']['total']:.0f} s")
+    run_dir = Path(hydra.utils.to_absolute_path(str(cfg.run_dir)))
+    print(run_dir / "summary.json")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""recipes/collect_dataset.py on a tiny run: SAC for a few hundred steps, three Minari datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+import collect_dataset  # noqa: E402
+
+from torchrl_bdpo.data import TED_KEYS, load_minari_dataset  # noqa: E402
+
+HOPPER_EXPERT_REF = 3234.3  # D4RL's hopper expert reference (torchrl_bdpo.scores)
+
+TINY = [
+    "env.max_episode_steps=60",
+    "sac.actor_hidden=[16]",
+    "sac.critic_hidden=[16]",
+    "sac.batch_size=16",
+    "train.total_frames=400",
+    "train.init_random_frames=100",
+    "train.frames_per_batch=50",
+    "train.eval_interval=200",
+    "train.eval_episodes=1",
+    "medium.min_frames=0",
+    "rollouts.medium_steps=150",
+    "rollouts.expert_steps=120",
+    "reference.random_episodes=3",
+    "progress=false",
+]
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(RECIPES / "config_collect"), version_base="1.3"):
+        return compose("collect", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    out = tmp_path_factory.mktemp("collect")
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    torch.manual_seed(0)
+    cfg = _cfg(*TINY, f"output_dir={out / 'minari'}", f"run_dir={out / 'run'}")
+    summary = collect_dataset.collect(cfg)
+    # the env var is only changed while collecting
+    assert os.environ.get("MINARI_DATASETS_PATH") == before
+    return out, summary
+
+
+def test_summary_and_files(collected):
+    out, summary = collected
+    assert json.loads((out / "run" / "summary.json").read_text())["frames"] == 400
+    assert summary["frames"] == 400 and summary["updates"] == 300  # UTD 1 after 100 random steps
+    assert (out / "run" / "medium_actor.pt").is_file() and (
+        out / "run" / "final_actor.pt"
+    ).is_file()
+    ids = {k: d["id"] for k, d in summary["datasets"].items()}
+    assert ids == {
+        "medium": "bdpo-local/hopper/medium-v0",
+        "medium-replay": "bdpo-local/hopper/medium-replay-v0",
+        "expert": "bdpo-local/hopper/expert-v0",
+    }
+    for dataset_id in ids.values():
+        assert (out / "minari" / dataset_id / "data" / "metadata.json").is_file()
+    # medium = the midpoint here (the threshold is out of reach in 400 steps)
+    assert summary["medium"]["rule"] == "midpoint" and summary["medium"]["frames"] == 200
+    assert np.isfinite(summary["medium"]["policy_eval_return"])
+    assert np.isfinite(summary["final_eval_return"])
+
+
+def test_datasets_load_with_scores_and_data(collected, monkeypatch):
+    out, summary = collected
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(out / "minari"))
+    ref_min = summary["ref_min_score"]
+    assert ref_min == pytest.approx(summary["reference"]["measured_random"])
+    assert summary["ref_max_score"] == pytest.approx(HOPPER_EXPERT_REF)
+    for kind, info in summary["datasets"].items():
+        ds = load_minari_dataset(info["id"])
+        data = ds.data
+        present = set(data.keys(include_nested=True, leaves_only=True))
+        assert all(k in present for k in TED_KEYS), kind
+        assert ds.env_id == "Hopper-v5" and (ds.obs_dim, ds.action_dim) == (11, 3)
+        assert ds.ref_min_score == pytest.approx(ref_min)
+        assert ds.ref_max_score == pytest.approx(HOPPER_EXPERT_REF)
+        assert ds.num_transitions == info["transitions"]
+        assert ds.num_episodes == info["episodes"]
+        # not an all-zero dataset
+        for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
+            assert data[key].abs().sum() > 0, (kind, key)
+        assert data["action"].abs().max() <= 1.0
+        done = data["next", "done"]
+        assert torch.equal(done, data["next", "terminated"] | data["next", "truncated"])
+        # every episode ends with exactly one done flag, at its last step
+        ends = torch.nonzero(done.reshape(-1)).reshape(-1)
+        assert len(ends) == info["episodes"] and ends[-1] == ds.num_transitions - 1
+        # consecutive steps inside an episode chain next_obs -> obs
+        inside = ~done.reshape(-1)[:-1]
+        assert torch.allclose(
+            data["next", "observation"][:-1][inside], data["observation"][1:][inside]
+        )
+        returns = torch.zeros(info["episodes"]).index_add_(
+            0, data["episode"], data["next", "reward"].reshape(-1)
+        )
+        assert returns.mean().item() == pytest.approx(info["return_mean"], rel=1e-4, abs=1e-3)
+    sizes = {k: d["transitions"] for k, d in summary["datasets"].items()}
+    assert sizes["medium"] >= 150 and sizes["expert"] >= 120
+    # medium-replay holds exactly what the buffer held at the medium point
+    assert sizes["medium-replay"] == summary["medium"]["buffer_size"] == 200
+    # time limits (60 steps) are truncations, falls are terminations; both must be present somewhere
+    flags = {k: (d["terminations"], d["truncations"]) for k, d in summary["datasets"].items()}
+    assert sum(t for t, _ in flags.values()) > 0 and sum(u for _, u in flags.values()) > 0
+
+
+def test_recipe_loads_collected_dataset(collected, monkeypatch):
+    from bdpo_utils import make_task_data
+
+    out, summary = collected
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(out / "minari"))
+    with initialize_config_dir(config_dir=str(RECIPES / "config"), version_base="1.3"):
+        cfg = compose(
+            "config", overrides=["task=custom", "data.name=bdpo-local/hopper/medium-replay-v0"]
+        )
+    task = make_task_data(cfg)
+    assert task.env_id == "Hopper-v5" and task.data.batch_size[0] == 200
+    assert task.ref_max_score == pytest.approx(HOPPER_EXPERT_REF)
+    with initialize_config_dir(config_dir=str(RECIPES / "config"), version_base="1.3"):
+        cfg = compose("config", overrides=["task=hopper-local-expert"])
+    assert cfg.loss.eta == 0.2 and cfg.loss.rho == 2.0
+    assert make_task_data(cfg).data.batch_size[0] == summary["datasets"]["expert"]["transitions"]
+
+
+def test_split_transitions_keeps_flags_and_closes_last_episode():
+    from tensordict import TensorDict
+
+    n = 7
+    term = torch.tensor([0, 0, 1, 0, 0, 0, 0], dtype=torch.bool).unsqueeze(-1)
+    trunc = torch.tensor([0, 0, 0, 0, 1, 0, 0], dtype=torch.bool).unsqueeze(-1)
+    obs = torch.arange(n, dtype=torch.float32).unsqueeze(-1)
+    data = TensorDict(
+        {
+            "observation": obs,
+            "action": torch.zeros(n, 1),
+            "next": {
+                "observation": obs + 0.5,
+                "reward": torch.ones(n, 1),
+                "terminated": term,
+                "truncated": trunc,
+                "done": term | trunc,
+            },
+        },
+        [n],
+    )
+    eps = collect_dataset.split_transitions(data)
+    assert [len(e["rewards"]) for e in eps] == [3, 2, 2]
+    assert eps[0]["terminations"].tolist() == [False, False, True]
+    assert not eps[0]["truncations"].any()
+    assert eps[1]["truncations"].tolist() == [False, True] and not eps[1]["terminations"].any()
+    assert eps[2]["truncations"].tolist() == [False, True] and not eps[2]["terminations"].any()
+    np.testing.assert_allclose(eps[0]["observations"][:, 0], [0, 1, 2, 2.5])
+
+
+def test_choose_medium_first_snapshot_over_threshold_else_midpoint():
+    snaps = [
+        {"frames": f, "buffer_size": f, "eval_return": r, "actor": {}}
+        for f, r in [(100, 50.0), (200, 400.0), (300, 350.0), (400, 900.0)]
+    ]
+    mid = {"frames": 250, "buffer_size": 250, "eval_return": 400.0, "actor": {}}
+    pick = collect_dataset.choose_medium(snaps, mid, threshold=300.0, min_frames=0)
+    assert (pick["frames"], pick["rule"]) == (200, "threshold")
+    pick = collect_dataset.choose_medium(snaps, mid, threshold=300.0, min_frames=250)
+    assert (pick["frames"], pick["rule"]) == (300, "threshold")
+    pick = collect_dataset.choose_medium(snaps, mid, threshold=1000.0, min_frames=0)
+    assert (pick["frames"], pick["rule"]) == (250, "midpoint")
