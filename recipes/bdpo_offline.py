@@ -132,6 +132,9 @@ class BDPOTrainer:
             return loss.actor_loss(batch)
 
         if self.cfg.compile:
+            import torch._dynamo as dynamo
+
+            dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
             behavior_losses = torch.compile(behavior_losses)
             critic_losses = torch.compile(critic_losses)
             actor_losses = torch.compile(actor_losses)
