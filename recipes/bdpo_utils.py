@@ -33,6 +33,7 @@ from torchrl_bdpo import (
 )
 from torchrl_bdpo.data import (
     DatasetUnavailableError,
+    DatasetValidationError,
     clip_dataset_actions,
     load_offline_dataset,
     make_offline_replay_buffer,
@@ -176,12 +177,16 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
         raise DatasetUnavailableError(f"{err}{_known_datasets()}") from err
+    except DatasetValidationError:
+        raise
     except ValueError as err:  # a name that is neither a Minari id nor a D4RL name
         raise ConfigError(f"{err}.{_known_datasets()}") from err
     data = dataset.data
+    # The diffusion actor samples in [-1, 1]: refuse data outside it (beyond a small
+    # tolerance) before the spec's clipping to +-(1 - 1e-5) could hide it.
+    validate_transitions(data)
     if cfg.data.action_clip is not None:
         data = clip_dataset_actions(data, float(cfg.data.action_clip))
-    validate_transitions(data)
     if cfg.data.reward_transform == "locomotion":
         data = scale_rewards_by_return_range(data, 1000.0)
     elif cfg.data.reward_transform == "antmaze":

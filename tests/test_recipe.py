@@ -331,3 +331,36 @@ def test_cli_prints_summary_path_last(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "summary.json")
+
+
+@pytest.mark.parametrize(
+    "corrupt,match",
+    [
+        (lambda ep: ep["rewards"].__setitem__(3, np.nan), r"non-finite|NaN"),
+        (lambda ep: ep["observations"].__setitem__((2, 0), np.inf), r"non-finite|inf"),
+    ],
+)
+def test_corrupt_dataset_gives_one_clear_error(tmp_path, minari_hopper_dataset, corrupt, match):
+    """A user's dataset with NaN/inf values stops the recipe with a DatasetValidationError (exit 2)."""
+    import uuid
+
+    import gymnasium as gym
+
+    from torchrl_bdpo.data import (
+        DatasetValidationError,
+        build_minari_dataset,
+        rollout_episodes,
+        uniform_random_policy,
+    )
+
+    env = gym.make("Hopper-v5")
+    episodes = rollout_episodes(
+        "Hopper-v5", uniform_random_policy(env.action_space, 0), 2, seed=0, max_steps=20
+    )
+    env.close()
+    corrupt(episodes[0])
+    dataset_id = f"bdpo-test/hopper/bad{uuid.uuid4().hex[:6]}-v0"
+    build_minari_dataset(dataset_id, "Hopper-v5", episodes, ref_min_score=0.0, ref_max_score=1.0)
+    with pytest.raises(DatasetValidationError, match=match):
+        bdpo_offline.run(_cfg("task=custom", f"data.name={dataset_id}", *TINY), tmp_path)
+    assert DatasetValidationError in bdpo_offline.USER_ERRORS
