@@ -181,3 +181,31 @@ def test_choose_medium_first_snapshot_over_threshold_else_midpoint():
     assert (pick["frames"], pick["rule"]) == (300, "threshold")
     pick = collect_dataset.choose_medium(snaps, mid, threshold=1000.0, min_frames=0)
     assert (pick["frames"], pick["rule"]) == (250, "midpoint")
+
+
+def test_halfcheetah_collection(tmp_path):
+    """The second env the issue names: HalfCheetah-v5 (17-D observations, 6-D actions, no terminations)."""
+    cfg = _cfg(
+        *TINY,
+        "env.id=HalfCheetah-v5",
+        f"output_dir={tmp_path / 'minari'}",
+        f"run_dir={tmp_path / 'run'}",
+    )
+    summary = collect_dataset.collect(cfg)
+    ids = sorted(d["id"] for d in summary["datasets"].values())
+    assert ids == sorted(f"bdpo-local/halfcheetah/{k}-v0" for k in ("expert", "medium", "medium-replay"))
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "minari")
+    try:
+        data = load_minari_dataset("bdpo-local/halfcheetah/medium-replay-v0")
+    finally:
+        if before is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = before
+    assert (data.obs_dim, data.action_dim) == (17, 6)
+    assert data.ref_max_score == pytest.approx(12135.0)  # D4RL's halfcheetah expert reference
+    assert not data.data[
+        "next", "terminated"
+    ].any()  # HalfCheetah never terminates: only truncations
+    assert data.data["action"].abs().sum() > 0
