@@ -476,15 +476,20 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
                 exploration=str(cfg.rollouts.exploration),
             )
             rollouts["expert"] = [ted_episode_to_minari(e) for e in eps]
-        final_eval = run_episodes(
-            eval_env,
-            actor,
-            num_episodes=10,
-            max_steps=max_steps,
-            seed=int(cfg.seed) + 30_000,
-            exploration="deterministic",
-        )
-        final_return = float(np.mean([episode_return(e) for e in final_eval]))
+
+        def policy_return() -> float:
+            """Mean return of 10 deterministic episodes of ``actor`` (same env seeds each time)."""
+            episodes = run_episodes(
+                eval_env,
+                actor,
+                num_episodes=10,
+                max_steps=max_steps,
+                seed=int(cfg.seed) + 30_000,
+                exploration="deterministic",
+            )
+            return float(np.mean([episode_return(e) for e in episodes]))
+
+        final_return = policy_return()
         ref_max = resolve_reference(ref.expert, "expert", env_id, final_return)
         if cfg.medium.reference == "expert":
             level = ref_max
@@ -502,15 +507,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         actor.load_state_dict(medium["actor"])
         # the medium policy's own return, measured like the final one (the midpoint snapshot
         # falls between two periodic evaluations)
-        medium_eval = run_episodes(
-            eval_env,
-            actor,
-            num_episodes=10,
-            max_steps=max_steps,
-            seed=int(cfg.seed) + 30_000,
-            exploration="deterministic",
-        )
-        medium["policy_eval_return"] = float(np.mean([episode_return(e) for e in medium_eval]))
+        medium["policy_eval_return"] = policy_return()
         if "medium" in wanted:
             eps = run_episodes(
                 eval_env,
