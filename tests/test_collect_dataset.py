@@ -193,7 +193,9 @@ def test_halfcheetah_collection(tmp_path):
     )
     summary = collect_dataset.collect(cfg)
     ids = sorted(d["id"] for d in summary["datasets"].values())
-    assert ids == sorted(f"bdpo-local/halfcheetah/{k}-v0" for k in ("expert", "medium", "medium-replay"))
+    assert ids == sorted(
+        f"bdpo-local/halfcheetah/{k}-v0" for k in ("expert", "medium", "medium-replay")
+    )
     before = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "minari")
     try:
