@@ -85,10 +85,11 @@ class BDPOTrainer:
         self.evals: list[dict] = []
         self.wall_time = 0.0
         self.eval_env = None
-        if self.task.domain != "toy2d":
+        if self.task.domain != "toy2d" and cfg.eval.env:
             if not self.task.env_id:
                 raise ConfigError(
-                    f"The dataset {self.task.name} names no evaluation env; set env.id=<Gymnasium id>."
+                    f"The dataset {self.task.name} names no evaluation env; set env.id=<Gymnasium id> "
+                    "(or eval.env=false to train without environment evaluation)."
                 )
             self.eval_env = make_eval_env(
                 self.task.env_id,
@@ -227,6 +228,8 @@ class BDPOTrainer:
         result: dict = {"step": self.step, "train_step": max(0, self.step - self.pretrain_steps)}
         if self.task.domain == "toy2d":
             result.update(evaluate_toy2d(self.loss, self.task, cfg, self.device))
+        elif self.eval_env is None:  # eval.env=false: nothing to roll out
+            return result
         else:
             returns = evaluate_env(
                 self.eval_env,

@@ -343,14 +343,17 @@ def make_eval_env(env_id: str, num_envs: int, max_episode_steps: int, obs_dim: i
     except Exception as err:  # noqa: BLE001 - any failure to build the env is a user-facing problem
         raise ConfigError(
             f"Cannot create the evaluation env {env_id!r}: {err}. Install its package "
-            "(AntMaze needs `pip install gymnasium-robotics`) or set env.id=..."
+            "(AntMaze needs `pip install gymnasium-robotics`), set env.id=..., or train "
+            "without environment evaluation with eval.env=false."
         ) from err
     env_obs = probe.observation_spec["observation"].shape[-1]
     probe.close()
     if env_obs != obs_dim:
         raise ConfigError(
             f"The dataset's observations have {obs_dim} entries but {env_id} emits {env_obs}; "
-            "set env.id to the environment the data came from."
+            "set env.id to the environment the data came from (or eval.env=false). D4RL's "
+            "AntMaze -v0 data do not match gymnasium-robotics' AntMaze observations or maze "
+            "coordinates: evaluating them there is not supported."
         )
     env = SerialEnv(num_envs, make) if num_envs > 1 else make()
     return TransformedEnv(env, StepCounter(max_steps=max_episode_steps))

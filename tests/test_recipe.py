@@ -364,3 +364,21 @@ def test_corrupt_dataset_gives_one_clear_error(tmp_path, minari_hopper_dataset, 
     with pytest.raises(DatasetValidationError, match=match):
         bdpo_offline.run(_cfg("task=custom", f"data.name={dataset_id}", *TINY), tmp_path)
     assert DatasetValidationError in bdpo_offline.USER_ERRORS
+
+
+def test_training_without_environment_evaluation(tmp_path, minari_hopper_dataset):
+    cfg = _cfg(
+        "task=custom",
+        f"data.name={minari_hopper_dataset}",
+        *TINY,
+        "optim.pretrain_steps=5",
+        "optim.train_steps=5",
+        "optim.value_warmup_steps=1",
+        "eval.interval=2",
+        "eval.env=false",
+        "env.id=NoSuchEnv-v0",
+        "checkpoint.interval=5",
+    )
+    summary = json.loads(bdpo_offline.run(cfg, tmp_path).read_text())
+    assert summary["eval"] is None and summary["evaluations"] == []
+    assert summary["steps"] == {"pretrain": 5, "train": 5}
