@@ -325,18 +325,23 @@ class BDPOTrainer:
             desc=self.task.name,
         )
         last_t, last_step = time.time(), self.step
+        bar_t, bar_step = last_t, last_step
         t_start = time.time() - self.wall_time
         try:
             while self.step < self.total_steps:
                 out = self.train_step()
                 self.step += 1
                 phase = "pretrain" if self.step <= self.pretrain_steps else "train"
+                bar.update(1)
+                now = time.time()
+                if now - bar_t >= 2.0:  # the bar's rate and phase, refreshed every ~2 s
+                    bar.set_postfix(
+                        phase=phase, ups=f"{(self.step - bar_step) / (now - bar_t):.1f}/s"
+                    )
+                    bar_t, bar_step = now, self.step
                 if self.step % log_every == 0 or self.step == self.total_steps:
-                    now = time.time()
                     ups = (self.step - last_step) / max(now - last_t, 1e-9)
                     last_t, last_step = now, self.step
-                    bar.set_postfix(phase=phase, ups=f"{ups:.1f}/s", refresh=False)
-                    bar.update(log_every if self.step % log_every == 0 else self.step - bar.n)
                     if logger is not None:
                         scalars = {
                             f"{phase}/{k}": float(v) for k, v in out.items() if v.numel() == 1
