@@ -26,6 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -327,6 +328,8 @@ class BDPOTrainer:
         last_t, last_step = time.time(), self.step
         bar_t, bar_step = last_t, last_step
         t_start = time.time() - self.wall_time
+        redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
+        redirect.__enter__()
         try:
             while self.step < self.total_steps:
                 out = self.train_step()
@@ -368,6 +371,7 @@ class BDPOTrainer:
             self._check_finite()
             self.wall_time = time.time() - t_start
         finally:
+            redirect.__exit__(None, None, None)
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
