@@ -332,11 +332,12 @@ def make_optimizers(loss: BDPOLoss, cfg: DictConfig):
 
 
 # ------------------------------------------------------------------------ evaluation
-def make_eval_env(env_id: str, num_envs: int, max_episode_steps: int, obs_dim: int):
+def make_eval_env(env_id: str, num_envs: int, max_episode_steps: int, obs_dim: int, device=None):
+    """``num_envs`` copies of ``env_id`` in a ``SerialEnv`` (float32, outputs on ``device``)."""
     from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
 
     def make():
-        return TransformedEnv(GymEnv(env_id), DoubleToFloat())
+        return TransformedEnv(GymEnv(env_id, device=device), DoubleToFloat())
 
     try:
         probe = make()
