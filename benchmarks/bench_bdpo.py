@@ -40,24 +40,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torch.nn.utils import clip_grad_norm_
 
-from torchrl_bdpo import (
-    BDPOLoss,
-    DiffusionActor,
-    DiffusionPolicy,
-    DiffusionValueEnsemble,
-    GroupSoftUpdate,
-    NoiseNet,
-    QEnsemble,
-    QSelectionPolicy,
-    VPSchedule,
-    make_qvalue_operator,
-    make_value_operator,
-)
+from torchrl_bdpo import BDPOLoss, GroupSoftUpdate, QSelectionPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from bdpo_utils import TaskData, make_loss_module, make_target_updaters  # noqa: E402
 
 __all__ = [
     "GOALS",
@@ -190,16 +183,6 @@ class BenchComponents:
     eval_inputs: dict[int, TensorDictBase] = field(default_factory=dict)
 
 
-def _diffusion(shape: ShapeSet) -> DiffusionActor:
-    return DiffusionActor(
-        DiffusionPolicy(
-            NoiseNet(shape.obs_dim, shape.act_dim, hidden_sizes=shape.noise_hidden),
-            VPSchedule(shape.num_steps),
-            clip_sample=shape.clip_sample,
-        )
-    )
-
-
 def _trainable(params: TensorDictBase) -> list[torch.Tensor]:
     return [p for p in params.values(True, True) if p.requires_grad]
 
@@ -264,38 +247,50 @@ def make_bench_components(
         shape = shape.tiny()
     device = torch.device(device)
     torch.manual_seed(seed)
-    q = make_qvalue_operator(
-        QEnsemble(
-            shape.obs_dim,
-            shape.act_dim,
-            num_members=shape.num_members,
-            hidden_sizes=shape.critic_hidden,
-        )
+    # Built by the training recipe's own builders, from a config holding these shapes.
+    cfg = OmegaConf.create(
+        {
+            "diffusion": {
+                "num_steps": shape.num_steps,
+                "clip_sample": shape.clip_sample,
+                "hidden_sizes": list(shape.noise_hidden),
+                "layer_norm": False,
+            },
+            "critic": {
+                "num_members": shape.num_members,
+                "hidden_sizes": list(shape.critic_hidden),
+                "q_layer_norm": False,
+                "v_layer_norm": True,
+            },
+            "loss": {
+                "eta": shape.eta,
+                "rho": shape.rho,
+                "gamma": shape.gamma,
+                "num_samples": shape.num_samples,
+                "backup": "mean",
+                "penalty_placement": "inside",
+                "aggregation": "lcb",
+                "stratified_steps": stratified_steps,
+            },
+            "optim": {"critic_tau": 0.005, "actor_tau": 0.005, "behavior_tau": 0.005},
+        }
     )
-    v = make_value_operator(
-        DiffusionValueEnsemble(
-            shape.obs_dim,
-            shape.act_dim,
-            num_members=shape.num_members,
-            hidden_sizes=shape.critic_hidden,
-        )
-    )
-    loss = BDPOLoss(
-        _diffusion(shape),
-        q,
-        v,
-        _diffusion(shape),
-        eta=shape.eta,
-        rho=shape.rho,
-        gamma=shape.gamma,
-        num_samples=shape.num_samples,
+    task = TaskData(
+        name=shape.name,
+        domain="benchmark",
+        data=None,
+        obs_dim=shape.obs_dim,
+        action_dim=shape.act_dim,
         bandit=shape.bandit,
-        stratified_steps=stratified_steps,
-    ).to(device)
+    )
+    loss = make_loss_module(cfg, task, device)
     # one updater per EMA group, built once, right after the loss
-    behavior_ema = GroupSoftUpdate(loss, groups=["behavior_network"], tau=0.005)
-    critic_ema = GroupSoftUpdate(loss, groups=["qvalue_network", "value_network"], tau=0.005)
-    actor_ema = GroupSoftUpdate(loss, groups=["actor_network"], tau=0.005)
+    updaters = make_target_updaters(loss, cfg)
+    behavior_ema, critic_ema, actor_ema = (
+        updaters["behavior"],
+        updaters["critic"],
+        updaters["actor"],
+    )
     loss.init_actor_from_behavior()
 
     behavior_params = _trainable(loss.behavior_network_params)
