@@ -60,7 +60,7 @@ class NumericalError(RuntimeError):
 
 
 class Interrupted(Exception):
-    pass
+    """SIGINT/SIGTERM arrived: a checkpoint was written and the run stopped."""
 
 
 class BDPOTrainer:

@@ -190,8 +190,10 @@ class QSelectionPolicy(TensorDictModuleBase):
         qvalue_network (TensorDictModule): an ensemble critic reading
             ``(observation, action)`` keys and writing ``[*batch, K]`` values.
         num_candidates (int): candidates per state. Defaults to 10.
-        actor_params, qvalue_params (TensorDictBase, optional): parameters to
-            swap into the modules for the call (e.g. a loss's target parameters).
+        actor_params, qvalue_params (TensorDictBase, optional): parameters to use
+            instead of the modules' own (e.g. a loss's target parameters). They are
+            bound once to private copies of the modules, sharing storage, so in-place
+            updates of these tensors (EMA steps) are seen by later calls.
         stochastic (bool): stochastic chains. Defaults to ``True``.
 
     Examples:
