@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,14 @@ from torchrl_bdpo import (
     make_value_operator,
 )
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Fixed examples in CI (no flaky runs); HYPOTHESIS_RANDOM=1 explores new ones locally.
+DERANDOMIZE = os.environ.get("HYPOTHESIS_RANDOM") != "1"
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _actor(obs_dim, act_dim, n, clip):
