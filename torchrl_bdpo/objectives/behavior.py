@@ -30,8 +30,9 @@ def noise_prediction_error(
     n = policy.schedule.sample_steps(action.shape[:-1], device=action.device)
     noise = torch.randn_like(action)
     x_n = policy.schedule.q_sample(action, n, noise)
-    # the step MLP runs on the N + 1 possible steps, not on every row
-    table = policy.step_feature_table(action.device)
+    # eager: the step MLP runs on the N + 1 possible steps, not on every row (inductor
+    # fuses the per-row MLP better than the gather's scatter-add backward)
+    table = None if torch.compiler.is_compiling() else policy.step_feature_table(action.device)
     features = None if table is None else table[n]
     return (policy.predict_noise(obs, x_n, n, step_features=features) - noise).pow(2).sum(-1)
 
