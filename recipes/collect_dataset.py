@@ -433,6 +433,10 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
     unknown = sorted(set(wanted) - set(DATASET_KINDS))
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; choose from {list(DATASET_KINDS)}")
+    if cfg.medium.reference not in ("expert", "final"):  # checked before training, not after
+        raise ValueError(
+            f"medium.reference must be 'expert' or 'final', got {cfg.medium.reference}"
+        )
     env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
     ids = {k: v for k, v in dataset_ids(cfg).items() if k in wanted}
     run_dir = (
@@ -466,16 +470,21 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         final_state = copy.deepcopy(actor.state_dict())
         t0 = time.time()
         rollouts: dict[str, list[dict[str, np.ndarray]]] = {}
-        if "expert" in wanted:
+
+        def policy_rollouts(min_steps: int, seed_offset: int) -> list[dict[str, np.ndarray]]:
+            """Whole episodes of ``actor`` (``rollouts.exploration``) until ``min_steps`` transitions."""
             eps = run_episodes(
                 eval_env,
                 actor,
-                min_steps=int(cfg.rollouts.expert_steps),
+                min_steps=min_steps,
                 max_steps=max_steps,
-                seed=int(cfg.seed) + 20_000,
+                seed=int(cfg.seed) + seed_offset,
                 exploration=str(cfg.rollouts.exploration),
             )
-            rollouts["expert"] = [ted_episode_to_minari(e) for e in eps]
+            return [ted_episode_to_minari(e) for e in eps]
+
+        if "expert" in wanted:
+            rollouts["expert"] = policy_rollouts(int(cfg.rollouts.expert_steps), 20_000)
 
         def policy_return() -> float:
             """Mean return of 10 deterministic episodes of ``actor`` (same env seeds each time)."""
@@ -491,14 +500,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
 
         final_return = policy_return()
         ref_max = resolve_reference(ref.expert, "expert", env_id, final_return)
-        if cfg.medium.reference == "expert":
-            level = ref_max
-        elif cfg.medium.reference == "final":
-            level = final_return
-        else:
-            raise ValueError(
-                f"medium.reference must be 'expert' or 'final', got {cfg.medium.reference}"
-            )
+        level = ref_max if cfg.medium.reference == "expert" else final_return
         threshold = float(cfg.medium.fraction) * level
         medium = choose_medium(
             result["snapshots"], result["midpoint"], threshold, int(cfg.medium.min_frames)
@@ -509,15 +511,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         # falls between two periodic evaluations)
         medium["policy_eval_return"] = policy_return()
         if "medium" in wanted:
-            eps = run_episodes(
-                eval_env,
-                actor,
-                min_steps=int(cfg.rollouts.medium_steps),
-                max_steps=max_steps,
-                seed=int(cfg.seed) + 40_000,
-                exploration=str(cfg.rollouts.exploration),
-            )
-            rollouts["medium"] = [ted_episode_to_minari(e) for e in eps]
+            rollouts["medium"] = policy_rollouts(int(cfg.rollouts.medium_steps), 40_000)
         actor.load_state_dict(final_state)
         if "medium-replay" in wanted:
             data = result["buffer"][: medium["buffer_size"]]
