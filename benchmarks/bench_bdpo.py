@@ -362,14 +362,18 @@ class UpdateFns:
 def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callable]:
     loss = c.loss
 
+    def optimise(value, opt, params, ema) -> torch.Tensor:
+        """backward -> grad-norm clip 1.0 -> optimiser step -> EMA step."""
+        value.backward()
+        clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.step()
+        return value.detach()
+
     def pretrain_step(batch: TensorDictBase) -> torch.Tensor:
         c.behavior_opt.zero_grad(set_to_none=True)
         value, _ = loss.behavior_loss(batch)
-        value.backward()
-        clip_grad_norm_(c.behavior_params, 1.0)
-        c.behavior_opt.step()
-        c.behavior_ema.step()
-        return value.detach()
+        return optimise(value, c.behavior_opt, c.behavior_params, c.behavior_ema)
 
     def critic_step(batch: TensorDictBase) -> torch.Tensor:
         c.critic_opt.zero_grad(set_to_none=True)
@@ -386,11 +390,7 @@ def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callab
     def actor_step(batch: TensorDictBase) -> torch.Tensor:
         c.actor_opt.zero_grad(set_to_none=True)
         value, _ = loss.actor_loss(batch)
-        value.backward()
-        clip_grad_norm_(c.actor_params, 1.0)
-        c.actor_opt.step()
-        c.actor_ema.step()
-        return value.detach()
+        return optimise(value, c.actor_opt, c.actor_params, c.actor_ema)
 
     def sample(td: TensorDictBase) -> TensorDictBase:
         return c.eval_policy(td)
