@@ -20,10 +20,24 @@ from torchrl_bdpo import (
 OBS, ACT, K = 3, 2, 4
 
 
-def diffusion_actor(num_steps: int = 5, clip: bool = True, obs_dim: int = OBS, act_dim: int = ACT):
+def diffusion_actor(
+    num_steps: int = 5,
+    clip: bool = True,
+    obs_dim: int = OBS,
+    act_dim: int = ACT,
+    *,
+    hidden_sizes: tuple[int, ...] = (16, 16),
+    embed_dim: int = 8,
+):
     return DiffusionActor(
         DiffusionPolicy(
-            NoiseNet(obs_dim, act_dim, hidden_sizes=(16, 16), embed_dim=8, step_hidden=(8,)),
+            NoiseNet(
+                obs_dim,
+                act_dim,
+                hidden_sizes=hidden_sizes,
+                embed_dim=embed_dim,
+                step_hidden=(embed_dim,),
+            ),
             VPSchedule(num_steps),
             clip_sample=clip,
         )

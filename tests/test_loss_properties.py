@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 
 import torch
+from _factories import diffusion_actor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensordict import TensorDict
 
 from torchrl_bdpo import (
     BDPOLoss,
-    DiffusionActor,
-    DiffusionPolicy,
     DiffusionValueEnsemble,
-    NoiseNet,
     QEnsemble,
-    VPSchedule,
     make_qvalue_operator,
     make_value_operator,
 )
@@ -32,13 +29,7 @@ SETTINGS = settings(
 
 
 def _actor(obs_dim, act_dim, n, clip):
-    return DiffusionActor(
-        DiffusionPolicy(
-            NoiseNet(obs_dim, act_dim, hidden_sizes=(8,), embed_dim=4, step_hidden=(4,)),
-            VPSchedule(n),
-            clip_sample=clip,
-        )
-    )
+    return diffusion_actor(n, clip, obs_dim, act_dim, hidden_sizes=(8,), embed_dim=4)
 
 
 @st.composite
