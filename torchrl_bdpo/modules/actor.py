@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import distributions as D
@@ -15,6 +15,7 @@ from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType
 from torchrl.modules import ProbabilisticActor
 
+from torchrl_bdpo.modules.calling import call_network
 from torchrl_bdpo.modules.diffusion_policy import DiffusionChain, DiffusionPolicy
 
 _EMPTY = torch.Size()
@@ -237,12 +238,7 @@ class QSelectionPolicy(TensorDictModuleBase):
             return policy.sample(obs, deterministic=not self.stochastic)
         obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
         cands = policy.sample(obs_c, deterministic=not self.stochastic)
-        if type(qvalue) is TensorDictModule:  # no TensorDict on the hot path
-            q = qvalue.module(obs_c, cands).mean(-1)
-        else:
-            q_keys = qvalue.in_keys
-            td = TensorDict({q_keys[0]: obs_c, q_keys[1]: cands}, batch_size=obs_c.shape[:-1])
-            q = qvalue(td).get(qvalue.out_keys[0]).mean(-1)
+        q = call_network(qvalue, qvalue.out_keys[0], obs_c, cands).mean(-1)
         best = q.argmax(-1, keepdim=True).unsqueeze(-1).expand(*q.shape[:-1], 1, cands.shape[-1])
         return cands.gather(-2, best).squeeze(-2)
 

@@ -12,7 +12,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_bdpo.modules.actor import DiffusionActor
-from torchrl_bdpo.modules.shapes import batch_shape
+from torchrl_bdpo.modules.calling import call_network
 from torchrl_bdpo.objectives.behavior import noise_prediction_error
 
 _BACKUPS = ("mean", "max")
@@ -261,14 +261,14 @@ class BDPOLoss(LossModule):
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Ensemble critic ``[*batch, K]``."""
         with params.to_module(self.qvalue_network, preserve_module_state=False):
-            return _call(self.qvalue_network, self.tensor_keys.state_action_value, obs, act)
+            return call_network(self.qvalue_network, self.tensor_keys.state_action_value, obs, act)
 
     def _v(
         self, params: TensorDictBase, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor
     ) -> torch.Tensor:
         """Ensemble diffusion value ``[*batch, K]``."""
         with params.to_module(self.value_network, preserve_module_state=False):
-            return _call(self.value_network, self.tensor_keys.state_value, obs, x, n)
+            return call_network(self.value_network, self.tensor_keys.state_value, obs, x, n)
 
     def _noise(self, which: str, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor):
         module = self.behavior_network if "behavior" in which else self.actor_network
@@ -504,26 +504,6 @@ class BDPOLoss(LossModule):
         for dest in (self.actor_network_params, self.target_actor_network_params):
             for key, value in src.items(True, True):
                 dest.get(key).data.copy_(value)
-
-
-def _call(network, out_key: NestedKey, *inputs: torch.Tensor) -> torch.Tensor:
-    """Runs ``network`` on positional inputs (matched to its ``in_keys``) and returns ``out_key``.
-
-    A plain :class:`~tensordict.nn.TensorDictModule` is called through its inner module
-    directly (no TensorDict is built on the hot path); any other TensorDict module gets
-    a TensorDict of the inputs, broadcast to a common batch shape.
-    """
-    if type(network) is TensorDictModule and network.out_keys[0] == out_key:
-        return network.module(*inputs)
-    batch = batch_shape(*(t.shape[:-1] if t.is_floating_point() else t.shape for t in inputs))
-    td = TensorDict(
-        {
-            key: t.expand(*batch, t.shape[-1]) if t.is_floating_point() else t.expand(batch)
-            for key, t in zip(network.in_keys, inputs)
-        },
-        batch_size=batch,
-    )
-    return network(td).get(out_key)
 
 
 def _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation) -> None:
