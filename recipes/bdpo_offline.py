@@ -44,6 +44,7 @@ from bdpo_utils import (  # noqa: E402
     make_task_data,
     set_threads_and_device,
     trainable,
+    uses_cuda_graphs,
     validate_config,
 )
 
@@ -102,6 +103,7 @@ class BDPOTrainer:
         # per loss: first update with a non-finite value/gradient (-1: none), kept on device
         self.no_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self.bad_steps: dict[str, torch.Tensor] = {}
+        self.cuda_graphs = uses_cuda_graphs(cfg, self.device)
         self._update_fns()
 
     # ---------------------------------------------------------------- updates
@@ -138,9 +140,10 @@ class BDPOTrainer:
             import torch._dynamo as dynamo
 
             dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
-            behavior_losses = torch.compile(behavior_losses)
-            critic_losses = torch.compile(critic_losses)
-            actor_losses = torch.compile(actor_losses)
+            mode = None if self.cfg.compile_mode == "default" else str(self.cfg.compile_mode)
+            behavior_losses = torch.compile(behavior_losses, mode=mode)
+            critic_losses = torch.compile(critic_losses, mode=mode)
+            actor_losses = torch.compile(actor_losses, mode=mode)
 
         def behavior_update(batch):
             value = behavior_losses(batch)
@@ -189,7 +192,10 @@ class BDPOTrainer:
             )
 
     def train_step(self) -> dict[str, torch.Tensor]:
+        """One update; the returned tensors are valid until the next call (CUDA-graph outputs)."""
         o = self.cfg.optim
+        if self.cuda_graphs:  # a new step: the previous step's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         batch = self.buffer.sample()
         out: dict[str, torch.Tensor] = {}
         if self.step < self.pretrain_steps:

@@ -104,12 +104,26 @@ def validate_config(cfg: DictConfig) -> None:
     choice("data.reward_transform", ("locomotion", "antmaze", "none"))
     choice("logger.backend", ("csv", "wandb", "tensorboard", "none"))
     choice("logger.wandb_mode", ("offline", "disabled", "online"))
+    choice("compile_mode", COMPILE_MODES)
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
 
 
+# torch.compile modes the recipe accepts ("default" is torch.compile's own default).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def uses_cuda_graphs(cfg: DictConfig, device: torch.device) -> bool:
+    """Whether the compiled updates run as CUDA graphs (inductor's cudagraph trees)."""
+    return (
+        bool(cfg.compile)
+        and device.type == "cuda"
+        and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+    )
+
+
 # Settings that do not change what a run computes (may differ on resume).
-_RESUME_FREE = ("resume", "threads", "logger", "device", "compile", "hydra")
+_RESUME_FREE = ("resume", "threads", "logger", "device", "compile", "compile_mode", "hydra")
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -127,6 +127,33 @@ def test_interrupt_and_resume_give_identical_parameters(tmp_path):
         torch.testing.assert_close(resumed["loss"][key], value, rtol=0, atol=0, msg=key)
 
 
+def test_compiled_run_equals_eager_run(tmp_path):
+    """compile=true trains the same parameters as eager (same random draws), with no fallback
+    to eager: dynamo errors are raised here instead of suppressed."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    extra = ("optim.pretrain_steps=4", "optim.train_steps=6", "optim.value_warmup_steps=1")
+    extra += ("optim.actor_update_period=2", "checkpoint.interval=100", "eval.interval=100")
+    bdpo_offline.run(_toy(*extra), tmp_path / "eager")
+    torch._dynamo.reset()
+    with (
+        inductor_config.patch(fallback_random=True),
+        torch._dynamo.config.patch(suppress_errors=False),
+    ):
+        trainer = bdpo_offline.BDPOTrainer(_toy(*extra, "compile=true"), tmp_path / "compiled")
+        torch._dynamo.config.suppress_errors = False  # the trainer turned it on
+        trainer.train()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs >= 3, "the behavior, critic and actor losses were not all compiled"
+    eager = torch.load(tmp_path / "eager" / "checkpoints" / "latest.pt", weights_only=False)
+    assert trainer.step == eager["step"] == 10
+    compiled = trainer.loss.state_dict()
+    for key, value in eager["loss"].items():
+        torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         bdpo_offline.run(_toy("resume=true"), tmp_path)
@@ -147,6 +174,7 @@ def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
         ("optim.batch_size=5000", "batch"),
         ("loss.eta=abc", "loss.eta must be a number"),
         ("loss.backup=median", "loss.backup must be one of mean, max"),
+        ("compile_mode=fast", "compile_mode must be one of default, reduce-overhead"),
     ],
 )
 def test_bad_settings_are_reported(tmp_path, override, match):
