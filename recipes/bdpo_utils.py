@@ -101,6 +101,7 @@ def validate_config(cfg: DictConfig) -> None:
     choice("loss.backup", ("mean", "max"))
     choice("loss.penalty_placement", ("inside", "outside"))
     choice("loss.aggregation", ("lcb", "mean", "min"))
+    choice("loss.element_reduction", ("mean", "sum"))
     choice("data.reward_transform", ("locomotion", "antmaze", "none"))
     choice("logger.backend", ("csv", "wandb", "tensorboard", "none"))
     choice("logger.wandb_mode", ("offline", "disabled", "online"))
@@ -292,6 +293,7 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
         aggregation=str(cfg.loss.aggregation),
         bandit=task.bandit,
         stratified_steps=bool(cfg.loss.stratified_steps),
+        element_reduction=str(cfg.loss.element_reduction),
     )
     return loss.to(device)
 

@@ -46,9 +46,17 @@ def test_stratified_losses_and_grads_equal_plain_path(method, group):
         return value.detach(), grads
 
     fast, fast_grads = run()
-    pattern = loss._sample_steps(13, "cpu")
+    stratified = loss._sample_steps
+
+    def same_steps(b, device):  # the stratified steps (and RNG use), then the plain computation
+        loss.stratified_steps = True
+        try:
+            return stratified(b, device)
+        finally:
+            loss.stratified_steps = False
+
     loss.stratified_steps = False
-    loss._sample_steps = lambda b, device: pattern  # same steps, plain (where-based) computation
+    loss._sample_steps = same_steps
     plain, plain_grads = run()
     torch.testing.assert_close(fast, plain)
     for a, b in zip(fast_grads, plain_grads):
@@ -78,3 +86,11 @@ def test_direct_module_call_equals_tensordict_path():
     via_td = other(td)
     for key in ("loss_qvalue", "loss_value", "loss_actor"):
         torch.testing.assert_close(direct[key], via_td[key])
+
+
+def test_stratified_steps_reach_every_step_with_a_small_batch():
+    """B - ceil(B/N) < N - 1: the cycle's random start still reaches every step over calls."""
+    loss = make_loss(num_steps=5, stratified_steps=True)
+    torch.manual_seed(0)
+    steps = torch.cat([loss._sample_steps(3, "cpu") for _ in range(40)])
+    assert set(steps.tolist()) == {1, 2, 3, 4, 5}

@@ -162,6 +162,14 @@ def test_invalid_settings(kwargs, match):
         make_loss(**kwargs)
 
 
+def test_batch_of_another_dtype_is_named():
+    loss = make_loss()
+    td = batch(4)
+    td["observation"] = td["observation"].double()
+    with pytest.raises(TypeError, match="float32 but .*observation.*float64"):
+        loss.qvalue_loss(td)
+
+
 def test_same_module_for_actor_and_behavior_is_rejected():
     from _factories import diffusion_actor
 
@@ -172,11 +180,12 @@ def test_same_module_for_actor_and_behavior_is_rejected():
         BDPOLoss(actor, None, None, actor, eta=1.0)
 
 
-def test_behavior_loss_module_matches_hand_computation():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_behavior_loss_module_matches_hand_computation(reduction):
     from _factories import diffusion_actor
 
     actor = diffusion_actor(num_steps=5)
-    loss = DiffusionBehaviorLoss(actor)
+    loss = DiffusionBehaviorLoss(actor, element_reduction=reduction)
     td = batch(32)
     torch.manual_seed(3)
     value = loss(td)["loss_behavior"]
@@ -186,5 +195,6 @@ def test_behavior_loss_module_matches_hand_computation():
     eps = torch.randn(32, 2)
     abar = sched.alpha_bars[n][:, None]
     x = abar.sqrt() * td["action"] + (1 - abar).sqrt() * eps
-    expected = ((actor.policy.noise_net(x, n, td["observation"]) - eps) ** 2).sum(-1).mean()
+    squared = (actor.policy.noise_net(x, n, td["observation"]) - eps) ** 2  # [32, A]
+    expected = squared.sum() / (32 * (2 if reduction == "mean" else 1))
     torch.testing.assert_close(value, expected)

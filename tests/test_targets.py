@@ -146,3 +146,42 @@ def test_v_target_by_hand_bootstraps_from_q_at_n1():
     x_pred, n_pred, _ = captured["calls"][-1]
     torch.testing.assert_close(x_pred, x_n)
     torch.testing.assert_close(n_pred, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.uint8, torch.float32])
+def test_q_target_reads_integer_and_float_terminal_flags_like_bool(dtype):
+    loss = make_loss(num_steps=2)
+    td = batch(6)
+    td["next", "terminated"][::2] = True
+    torch.manual_seed(5)
+    expected, _ = loss.q_target(td)
+    td["next", "terminated"] = td["next", "terminated"].to(dtype)
+    torch.manual_seed(5)
+    target, _ = loss.q_target(td)
+    torch.testing.assert_close(target, expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_q_loss_by_hand_reduces_members_by_element_reduction(reduction):
+    loss = make_loss(num_steps=2, element_reduction=reduction)
+    td = batch(8)
+    torch.manual_seed(9)
+    target, _ = loss.q_target(td)
+    q = _q(loss, loss.qvalue_network_params, td["observation"], td["action"])  # [8, K]
+    squared = (q - target[:, None]) ** 2
+    expected = squared.mean() if reduction == "mean" else squared.sum(-1).mean()
+    torch.manual_seed(9)
+    value, _ = loss.qvalue_loss(td)
+    torch.testing.assert_close(value, expected)
+
+
+def test_v_loss_sum_is_k_times_mean():
+    loss = make_loss(num_steps=3, element_reduction="mean")
+    td = batch(8)
+    torch.manual_seed(4)
+    mean, _ = loss.value_loss(td)
+    loss.element_reduction = "sum"
+    torch.manual_seed(4)
+    total, _ = loss.value_loss(td)
+    k = loss.value_network.module(td["observation"], td["action"], torch.ones(8, dtype=torch.long))
+    torch.testing.assert_close(total, mean * k.shape[-1])

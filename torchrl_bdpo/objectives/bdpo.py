@@ -18,6 +18,7 @@ from torchrl_bdpo.objectives.behavior import noise_prediction_error
 _BACKUPS = ("mean", "max")
 _PENALTY_PLACEMENTS = ("inside", "outside")
 _AGGREGATIONS = ("lcb", "mean", "min")
+_ELEMENT_REDUCTIONS = ("mean", "sum")
 
 
 class BDPOLoss(LossModule):
@@ -44,8 +45,12 @@ class BDPOLoss(LossModule):
 
     ``Agg_k`` is ``mean_k - rho * std_k`` (population std; ``aggregation="lcb"``),
     ``"mean"`` or ``"min"``; ``Red_m`` is the mean over samples (``backup="mean"``)
-    or their max (``"max"``, AntMaze). Ensembles, the ``M`` samples and the ``N``
-    steps of the penalty are tensor axes: one batched call per network.
+    or their max (``"max"``, AntMaze). Ensemble members and the ``M`` samples are
+    tensor axes: one batched call per network. The penalty's behavior model is
+    called once per step of the actor's chain (``N`` calls, on exactly the inputs the
+    actor saw, so identical networks give a KL of exactly 0); one call over the stacked
+    ``(N, B, M)`` chain measured no faster on CPU (hopper shapes, eager: 258 vs 251 ms
+    per Q target).
 
     Sampling inside the loss is always stochastic: it does not read TorchRL's
     exploration type (a :class:`~torchrl.objectives.LossModule` runs in
@@ -90,7 +95,16 @@ class BDPOLoss(LossModule):
             ``V_{n-1}``) then form two fixed-size contiguous groups,
             and each target network runs on its own group only, instead of both
             networks on every sample followed by a ``torch.where``. Defaults to
-            ``False`` (i.i.d. steps).
+            ``False`` (i.i.d. steps). The cycle starts at a random step on each call,
+            so every step is trained even when ``B - ceil(B/N) < N - 1``.
+        element_reduction ("mean" | "sum"): how the squared errors of one sample are
+            reduced before the batch mean: over the ``K`` members for ``loss_qvalue``
+            and ``loss_value``, over the action dimensions for :meth:`behavior_loss`.
+            ``"mean"`` is the authors' code; ``"sum"`` is the paper's
+            :math:`\|\cdot\|^2` and TorchRL's ensemble convention. Under Adam the two
+            differ only through gradient-norm clipping (and Adam's epsilon): ``"sum"``
+            makes the gradients ``K`` (or ``A``) times larger, so a clip at 1.0 acts more
+            often. Defaults to ``"mean"``.
 
     Examples:
         >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
@@ -188,8 +202,14 @@ class BDPOLoss(LossModule):
         aggregation: Literal["lcb", "mean", "min"] = "lcb",
         bandit: bool = False,
         stratified_steps: bool = False,
+        element_reduction: Literal["mean", "sum"] = "mean",
     ) -> None:
         _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation)
+        if element_reduction not in _ELEMENT_REDUCTIONS:
+            raise ValueError(
+                f"Invalid BDPOLoss settings: element_reduction must be one of "
+                f"{_ELEMENT_REDUCTIONS} (got {element_reduction!r})."
+            )
         if actor_network is behavior_network:
             raise ValueError(
                 "actor_network and behavior_network must be distinct modules (the actor "
@@ -217,6 +237,7 @@ class BDPOLoss(LossModule):
         self.aggregation = aggregation
         self.bandit = bool(bandit)
         self.stratified_steps = bool(stratified_steps)
+        self.element_reduction = element_reduction
         self.schedule = a_sched
 
     # ------------------------------------------------------------------ keys
@@ -255,6 +276,15 @@ class BDPOLoss(LossModule):
                 f"with loss.set_keys(...), e.g. set_keys(observation='obs', reward='rew'); "
                 f"current mapping: {self.tensor_keys}."
             )
+        dtype = self.schedule.betas.dtype
+        wrong = [
+            (k, v.dtype) for k, v in zip(keys, values) if v.is_floating_point() and v.dtype != dtype
+        ]
+        if wrong:
+            raise TypeError(
+                f"BDPOLoss.{method}: the networks are {dtype} but {wrong} are not; cast the "
+                f"batch (e.g. td.to({dtype})) or the loss (loss.to(dtype))."
+            )
         return values
 
     # ------------------------------------------------------------ functional
@@ -274,6 +304,12 @@ class BDPOLoss(LossModule):
         module = self.behavior_network if "behavior" in which else self.actor_network
         with getattr(self, which).to_module(module, preserve_module_state=False):
             return module.policy.predict_noise(obs, x, n)
+
+    def _reduce_elements(self, squared_errors: torch.Tensor) -> torch.Tensor:
+        """``[*batch, K]`` -> ``[*batch]`` by ``element_reduction``."""
+        if self.element_reduction == "mean":
+            return squared_errors.mean(-1)
+        return squared_errors.sum(-1)
 
     def _aggregate(self, values: torch.Tensor) -> torch.Tensor:
         """``Agg_k`` over the last (ensemble) axis."""
@@ -343,9 +379,11 @@ class BDPOLoss(LossModule):
     def _sample_steps(self, batch: int, device) -> torch.Tensor:
         if not self.stratified_steps:
             return self.schedule.sample_steps((batch,), device=device)
-        # the first ceil(B/N) rows get n = 1, the others cycle through 2..N
+        # the first ceil(B/N) rows get n = 1, the others cycle through 2..N from a random start
         big_n, c = self.schedule.num_steps, self._num_q_rows(batch)
-        rest = torch.arange(batch - c, device=device) % max(big_n - 1, 1) + 2
+        period = max(big_n - 1, 1)
+        start = torch.randint(period, (), device=device)
+        rest = (torch.arange(batch - c, device=device) + start) % period + 2
         return torch.cat([torch.ones(c, dtype=torch.long, device=device), rest])
 
     def _noisy_dataset_actions(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,7 +447,7 @@ class BDPOLoss(LossModule):
             q_next = self._q(self.target_qvalue_network_params, s, action)  # [B, M, K]
             q_next = q_next.mean(-2) if self.backup == "mean" else q_next.amax(-2)
             boot = self._aggregate(q_next)
-            nonterminal = (~term.reshape(-1)).to(reward.dtype)
+            nonterminal = 1.0 - term.reshape(-1).to(reward.dtype)  # bool, integer or float flags
             if self.penalty_placement == "inside":
                 target = reward + self.gamma * nonterminal * (boot - self.eta * penalty)
             else:
@@ -417,7 +455,7 @@ class BDPOLoss(LossModule):
         return target, {"penalty": penalty.mean(), "kl_per_step": kl.mean((1, 2))}
 
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
-        """Squared TD error of every critic onto ``y_Q`` (summed over members, mean over the batch)."""
+        """Squared TD error of every critic onto ``y_Q`` (reduced over members, mean over the batch)."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "qvalue_loss")
         target, meta = self.q_target(tensordict)
@@ -426,7 +464,7 @@ class BDPOLoss(LossModule):
             obs.reshape(-1, obs.shape[-1]),
             act.reshape(-1, act.shape[-1]),
         )
-        loss = (q - target.unsqueeze(-1)).pow(2).sum(-1).mean()
+        loss = self._reduce_elements((q - target.unsqueeze(-1)).pow(2)).mean()
         meta.update(
             q_mean=q.detach().mean(),
             q_std=q.detach().std(-1, correction=0).mean(),
@@ -446,7 +484,7 @@ class BDPOLoss(LossModule):
             kl = self._kl(eps_pi, eps_nu, n)
             target = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2)) - self.eta * kl
         v = self._v(self.value_network_params, obs, x_n, n)
-        loss = (v - target.unsqueeze(-1)).pow(2).sum(-1).mean()
+        loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2)).mean()
         return loss, {"v_mean": v.detach().mean(), "target_v": target.mean()}
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
@@ -474,6 +512,7 @@ class BDPOLoss(LossModule):
                 self.behavior_network.policy,
                 obs.reshape(-1, obs.shape[-1]),
                 act.reshape(-1, act.shape[-1]),
+                reduction=self.element_reduction,
             )
         return err.mean(), {}
 

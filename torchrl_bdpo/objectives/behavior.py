@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -15,14 +16,19 @@ from torchrl_bdpo.modules.diffusion_policy import DiffusionPolicy
 
 
 def noise_prediction_error(
-    policy: DiffusionPolicy, obs: torch.Tensor, action: torch.Tensor
+    policy: DiffusionPolicy,
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    reduction: Literal["mean", "sum"] = "mean",
 ) -> torch.Tensor:
-    """``||eps(x_n, n, s) - eps||^2`` (summed over action dims) at a random step per sample.
+    """``(eps(x_n, n, s) - eps)^2`` reduced over action dims at a random step per sample.
 
     ``n ~ U{1..N}``, ``x_n = sqrt(abar_n) a + sqrt(1 - abar_n) eps``.
 
     Args:
         obs (Tensor): ``[B, O]``; action (Tensor): ``[B, A]``.
+        reduction ("mean" | "sum"): over the action dims: ``"mean"`` (the authors' code)
+            or ``"sum"`` (``||.||^2``, the paper's notation; ``A`` times larger).
 
     Returns:
         Tensor ``[B]``.
@@ -34,7 +40,8 @@ def noise_prediction_error(
     # fuses the per-row MLP better than the gather's scatter-add backward)
     table = None if torch.compiler.is_compiling() else policy.step_feature_table(action.device)
     features = None if table is None else table[n]
-    return (policy.predict_noise(obs, x_n, n, step_features=features) - noise).pow(2).sum(-1)
+    err = (policy.predict_noise(obs, x_n, n, step_features=features) - noise).pow(2)
+    return err.mean(-1) if reduction == "mean" else err.sum(-1)
 
 
 class DiffusionBehaviorLoss(LossModule):
@@ -45,6 +52,12 @@ class DiffusionBehaviorLoss(LossModule):
 
     Args:
         behavior_network (DiffusionActor): the behavior diffusion model.
+
+    Keyword Args:
+        delay_behavior (bool): keep target (EMA) parameters. Defaults to ``True``.
+        element_reduction ("mean" | "sum"): the squared error's reduction over the
+            action dimensions (see :func:`noise_prediction_error`). Defaults to ``"mean"``
+            (the authors' code).
 
     Returns (``forward``):
         TensorDict with ``loss_behavior`` (scalar).
@@ -78,8 +91,19 @@ class DiffusionBehaviorLoss(LossModule):
     behavior_network_params: TensorDictParams
     target_behavior_network_params: TensorDictParams
 
-    def __init__(self, behavior_network: DiffusionActor, *, delay_behavior: bool = True) -> None:
+    def __init__(
+        self,
+        behavior_network: DiffusionActor,
+        *,
+        delay_behavior: bool = True,
+        element_reduction: Literal["mean", "sum"] = "mean",
+    ) -> None:
+        if element_reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"element_reduction must be 'mean' or 'sum' (got {element_reduction!r})."
+            )
         super().__init__()
+        self.element_reduction = element_reduction
         self.convert_to_functional(
             behavior_network, "behavior_network", create_target_params=delay_behavior
         )
@@ -102,5 +126,6 @@ class DiffusionBehaviorLoss(LossModule):
                 self.behavior_network.policy,
                 obs.reshape(-1, obs.shape[-1]),
                 act.reshape(-1, act.shape[-1]),
+                reduction=self.element_reduction,
             )
         return TensorDict({"loss_behavior": err.mean()})
