@@ -99,6 +99,11 @@ def test_bandit_q_target_is_reward():
     td = batch(5, terminated=True)
     target, _ = loss.q_target(td)
     torch.testing.assert_close(target, td["next", "reward"][:, 0])
+    # one-step data need no next state and no termination flags
+    td = td.exclude(("next", "observation"), ("next", "terminated"), ("next", "done"))
+    assert set(loss.in_keys) == {"observation", "action", ("next", "reward")}
+    torch.testing.assert_close(loss.q_target(td)[0], td["next", "reward"][:, 0])
+    assert set(loss(td).keys()) >= {"loss_qvalue", "loss_value", "loss_actor"}
 
 
 def test_v_target_by_hand_bootstraps_from_q_at_n1():

@@ -247,6 +247,8 @@ class BDPOLoss(LossModule):
     @property
     def in_keys(self) -> list[NestedKey]:
         keys = self.tensor_keys
+        if self.bandit:  # one-step tasks: no next state, every transition terminal
+            return [keys.observation, keys.action, ("next", keys.reward)]
         return [
             keys.observation,
             keys.action,
@@ -431,12 +433,11 @@ class BDPOLoss(LossModule):
     def q_target(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics."""
         keys = self.tensor_keys
-        reward, term = self._get(
-            tensordict, [("next", keys.reward), ("next", keys.terminated)], "qvalue_loss"
-        )
+        (reward,) = self._get(tensordict, [("next", keys.reward)], "qvalue_loss")
         reward = reward.reshape(-1)
-        if self.bandit:
+        if self.bandit:  # every transition is terminal: no flags needed
             return reward, {}
+        (term,) = self._get(tensordict, [("next", keys.terminated)], "qvalue_loss")
         (next_obs,) = self._get(tensordict, [("next", keys.observation)], "qvalue_loss")
         next_obs = next_obs.reshape(-1, next_obs.shape[-1])
         b, m = next_obs.shape[0], self.num_samples
