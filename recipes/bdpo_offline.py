@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,10 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_RECIPES = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _RECIPES)
+# Launchers that run jobs in new processes (submitit: local or SLURM) unpickle the job there;
+# its helpers must be importable, so the recipe directory goes on the inherited PYTHONPATH.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_RECIPES, os.environ.get("PYTHONPATH")) if p)
 
 from bdpo_utils import (  # noqa: E402
     ConfigError,
+    compile_functions,
     config_differences,
     eval_policy,
     evaluate_env,
@@ -62,6 +68,10 @@ class NumericalError(RuntimeError):
 
 class Interrupted(Exception):
     """SIGINT/SIGTERM arrived: a checkpoint was written and the run stopped."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at update {step}")
+        self.signum = signum
 
 
 class BDPOTrainer:
@@ -137,13 +147,9 @@ class BDPOTrainer:
             return loss.actor_loss(batch)
 
         if self.cfg.compile:
-            import torch._dynamo as dynamo
-
-            dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
-            mode = None if self.cfg.compile_mode == "default" else str(self.cfg.compile_mode)
-            behavior_losses = torch.compile(behavior_losses, mode=mode)
-            critic_losses = torch.compile(critic_losses, mode=mode)
-            actor_losses = torch.compile(actor_losses, mode=mode)
+            behavior_losses, critic_losses, actor_losses = compile_functions(
+                (behavior_losses, critic_losses, actor_losses), str(self.cfg.compile_mode)
+            )
 
         def behavior_update(batch):
             value = behavior_losses(batch)
@@ -226,7 +232,7 @@ class BDPOTrainer:
                 lb, gb = self.behavior_update(self.buffer.sample())
                 self.updaters["behavior"].step()
                 self._watch("loss_behavior", lb, gb)
-                out.update(loss_behavior=lb)
+                out.update(loss_behavior=lb, grad_behavior=gb)
         return out
 
     # -------------------------------------------------------------- evaluation
@@ -234,8 +240,13 @@ class BDPOTrainer:
         cfg = self.cfg
         t0 = time.time()
         result: dict = {"step": self.step, "train_step": max(0, self.step - self.pretrain_steps)}
-        if self.task.domain == "toy2d":
-            result.update(evaluate_toy2d(self.loss, self.task, cfg, self.device))
+        if self.task.domain == "toy2d":  # the final evaluation also writes samples and pictures
+            final = self.step == self.total_steps
+            result.update(
+                evaluate_toy2d(
+                    self.loss, self.task, cfg, self.device, run_dir=self.run_dir if final else None
+                )
+            )
         elif self.eval_env is None:  # eval.env=false: nothing to roll out
             return result
         else:
@@ -321,7 +332,14 @@ class BDPOTrainer:
         stop = {"signal": None}
 
         def on_signal(signum, _frame):
+            if stop["signal"] is not None:  # a second signal: stop now, without a checkpoint
+                raise KeyboardInterrupt
             stop["signal"] = signum
+            log.warning(
+                "%s: stopping after the current update with a checkpoint (send it again to "
+                "stop at once without one).",
+                signal.Signals(signum).name,
+            )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(
@@ -334,6 +352,9 @@ class BDPOTrainer:
         )
         last_t, last_step = time.time(), self.step
         bar_t, bar_step = last_t, last_step
+        # scalar outputs summed on the device over the log window, averaged when logged (an
+        # output produced only on some updates, e.g. the actor's, is averaged over those)
+        window: dict[str, list] = {}
         t_start = time.time() - self.wall_time
         redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
         redirect.__enter__()
@@ -342,6 +363,11 @@ class BDPOTrainer:
                 out = self.train_step()
                 self.step += 1
                 phase = "pretrain" if self.step <= self.pretrain_steps else "train"
+                if logger is not None:
+                    for k, v in out.items():
+                        if v.numel() == 1:
+                            acc = window.setdefault(f"{phase}/{k}", [0.0, 0])
+                            acc[0], acc[1] = acc[0] + v.detach().float().reshape(()), acc[1] + 1
                 bar.update(1)
                 now = time.time()
                 if now - bar_t >= 2.0:  # the bar's rate and phase, refreshed every ~2 s
@@ -352,11 +378,12 @@ class BDPOTrainer:
                 if self.step % log_every == 0 or self.step == self.total_steps:
                     ups = (self.step - last_step) / max(now - last_t, 1e-9)
                     last_t, last_step = now, self.step
-                    if logger is not None:
-                        scalars = {
-                            f"{phase}/{k}": float(v) for k, v in out.items() if v.numel() == 1
-                        }
+                    if logger is not None and window:
+                        names = list(window)
+                        means = torch.stack([window[k][0] / window[k][1] for k in names]).tolist()
+                        scalars = dict(zip(names, means))  # one host sync per log line
                         scalars[f"{phase}/updates_per_s"] = ups
+                        window.clear()
                         for k, v in scalars.items():
                             logger.log_scalar(k, v, step=self.step)
                 train_t = self.step - self.pretrain_steps
@@ -374,7 +401,7 @@ class BDPOTrainer:
                 if stop["signal"] is not None:
                     self.wall_time = time.time() - t_start
                     self.save_checkpoint()
-                    raise Interrupted(f"signal {stop['signal']} at update {self.step}")
+                    raise Interrupted(stop["signal"], self.step)
             self._check_finite()
             self.wall_time = time.time() - t_start
         finally:
@@ -470,21 +497,21 @@ def close_logger(logger) -> None:
 def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTrainer) -> Path:
     """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    path = run_dir / "summary.json"
     trainer = trainer_cls(cfg, run_dir)
     if cfg.resume:
-        trainer.load_checkpoint()
+        trainer.load_checkpoint()  # refuses a checkpoint written with other settings
+        if trainer.step >= trainer.total_steps and path.exists():
+            log.info("The run in %s is complete; nothing to do.", run_dir)
+            return path
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     logger = make_logger(cfg, run_dir)
     start_step, t0 = trainer.step, time.time()
     trainer.train(logger)
     elapsed = time.time() - t0
     ups = (trainer.step - start_step) / max(elapsed, 1e-9)
-    if trainer.task.domain == "toy2d":
-        final = evaluate_toy2d(trainer.loss, trainer.task, cfg, trainer.device, run_dir=run_dir)
-        trainer.evals[-1].update(final) if trainer.evals else trainer.evals.append(final)
     close_logger(logger)
     summary = trainer.summary(ups)
-    path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     tmp.replace(path)
@@ -512,7 +539,7 @@ def main(cfg: DictConfig) -> None:
             run_dir / "checkpoints" / "latest.pt",
             run_dir,
         )
-        sys.exit(130)
+        sys.exit(128 + err.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     print(path)
 
 

@@ -55,6 +55,17 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------- config
 def validate_config(cfg: DictConfig) -> None:
     """Checks the settings before anything is built; one error listing every problem."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = (
+            " (task=custom needs data.name=<Minari id or D4RL name>)"
+            if "data.name" in missing
+            else ""
+        )
+        raise ConfigError(
+            f"Invalid configuration: {', '.join(missing)} must be set{hint}; the task file "
+            "sets them for the named tasks."
+        )
     problems: list[str] = []
 
     def number(key: str, ok, rule: str, integer: bool = False):
@@ -95,9 +106,39 @@ def validate_config(cfg: DictConfig) -> None:
         "checkpoint.interval",
         "eval.num_candidates",
         "eval.episodes",
+        "eval.toy2d_samples",
         "threads",
+        "env.max_episode_steps",
+        "logger.log_interval",
+        "data.toy2d_size",
     ):
         number(key, lambda v: v >= 1, ">= 1", integer=True)
+    number("seed", lambda v: v >= 0, ">= 0", integer=True)
+    if cfg.data.action_clip is not None:
+        number("data.action_clip", lambda v: 0 < v <= 1, "in (0, 1] or null")
+    for key in ("diffusion.hidden_sizes", "critic.hidden_sizes"):
+        sizes = OmegaConf.select(cfg, key)
+        if not (
+            OmegaConf.is_list(sizes)
+            and len(sizes) > 0
+            and all(isinstance(h, int) and h >= 1 for h in sizes)
+        ):
+            problems.append(f"{key} must be a non-empty list of positive integers (got {sizes})")
+    device = str(cfg.device)
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            problems.append(f"device must be cpu, cuda, cuda:<index> or auto (got {device!r})")
+    if (
+        cfg.data.domain == "toy2d"
+        and not problems
+        and int(cfg.eval.toy2d_samples) > int(cfg.data.toy2d_size)
+    ):
+        problems.append(
+            f"eval.toy2d_samples ({cfg.eval.toy2d_samples}) must be <= data.toy2d_size "
+            f"({cfg.data.toy2d_size}): the behavior samples are drawn without replacement"
+        )
     choice("loss.backup", ("mean", "max"))
     choice("loss.penalty_placement", ("inside", "outside"))
     choice("loss.aggregation", ("lcb", "mean", "min"))
@@ -121,6 +162,18 @@ def uses_cuda_graphs(cfg: DictConfig, device: torch.device) -> bool:
         and device.type == "cuda"
         and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     )
+
+
+def compile_functions(fns, mode: str) -> list:
+    """``torch.compile`` each of ``fns`` with ``mode``; a function that fails to compile runs eagerly.
+
+    (Here, not in the Hydra script: the script's functions are pickled by value for
+    joblib/submitit launchers, and dynamo's config module cannot be pickled.)
+    """
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
+    return [torch.compile(fn, mode=None if mode == "default" else mode) for fn in fns]
 
 
 # Settings that do not change what a run computes (may differ on resume).
@@ -470,8 +523,7 @@ def save_toy2d_outputs(
     )
     plot_toy2d_samples(behavior_data, actor, target, run_dir / "samples.png", title=task.name)
     big_n = int(cfg.diffusion.num_steps)
-    steps = sorted({big_n, (3 * big_n) // 4, big_n // 2, big_n // 4, 1, 0} - {-1}, reverse=True)
-    steps = [s for s in steps if 0 <= s <= big_n]
+    steps = sorted({big_n, (3 * big_n) // 4, big_n // 2, big_n // 4, 1, 0}, reverse=True)
     lim, g = 4.5, 60
     xs = torch.linspace(-lim, lim, g, device=device)
     grid_y, grid_x = torch.meshgrid(xs, xs, indexing="ij")

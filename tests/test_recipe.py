@@ -175,11 +175,73 @@ def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
         ("loss.eta=abc", "loss.eta must be a number"),
         ("loss.backup=median", "loss.backup must be one of mean, max"),
         ("compile_mode=fast", "compile_mode must be one of default, reduce-overhead"),
+        ("device=foo", "device must be cpu, cuda"),
+        ("seed=abc", "seed must be an integer"),
+        ("eval.toy2d_samples=5000", "eval.toy2d_samples .5000. must be <= data.toy2d_size"),
+        ("diffusion.hidden_sizes=[]", "diffusion.hidden_sizes must be a non-empty list"),
+        ("data.action_clip=2", "data.action_clip must be in"),
+        ("logger.log_interval=0", "logger.log_interval must be >= 1"),
     ],
 )
 def test_bad_settings_are_reported(tmp_path, override, match):
     with pytest.raises(ConfigError, match=match):
         bdpo_offline.run(_toy(override), tmp_path)
+
+
+def test_custom_task_without_a_dataset_name_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="data.name must be set .task=custom needs data.name"):
+        bdpo_offline.run(_cfg("task=custom", *TINY), tmp_path)
+
+
+def test_actor_and_continued_behavior_metrics_are_logged(tmp_path):
+    """Metrics of updates that do not run every step are averaged over the log window."""
+    bdpo_offline.run(_toy("logger.log_interval=4", "optim.actor_update_period=3"), tmp_path)
+    scalars = next((tmp_path / "logs").rglob("scalars"))
+    # 20 training updates logged every 4; the actor (and a behavior step with it) runs at
+    # updates 6, 9, ..., 18 after the 5-update value warm-up: none in the first window
+    expected = {"loss_qvalue": 5, "loss_actor": 4, "grad_actor": 4}
+    expected.update(loss_behavior=4, grad_behavior=4)
+    for name, count in expected.items():
+        rows = (scalars / "train" / f"{name}.csv").read_text().split()
+        assert len(rows) == count, name
+        assert all(np.isfinite(float(r.split(",")[-1])) for r in rows), name
+
+
+def test_refused_resume_keeps_the_run_config_and_a_finished_run_is_left_alone(tmp_path):
+    bdpo_offline.run(_toy(), tmp_path)
+    config = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="different settings"):
+        bdpo_offline.run(_toy("resume=true", "loss.eta=0.1"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == config
+    summary = (tmp_path / "summary.json").read_text()
+    bdpo_offline.run(_toy("resume=true"), tmp_path)
+    assert (tmp_path / "summary.json").read_text() == summary
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_sweep_launchers_run_every_job(tmp_path, launcher):
+    cmd = [
+        sys.executable,
+        str(RECIPES / "bdpo_offline.py"),
+        "-m",
+        *TINY,
+        "data.toy2d_size=2000",
+        "optim.pretrain_steps=3",
+        "optim.train_steps=3",
+        "optim.value_warmup_steps=1",
+        "eval.toy2d_samples=200",
+        "logger.backend=none",
+        "seed=0,1",
+        f"hydra/launcher={launcher}",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    if launcher == "joblib":
+        cmd.append("hydra.launcher.n_jobs=2")
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(tmp_path.rglob("summary.json"))) == 2, proc.stderr[-3000:]
 
 
 def test_unknown_task_lists_the_known_ones(tmp_path):
@@ -278,6 +340,7 @@ def _start(run_dir, *extra):
         "diffusion.num_steps=4",
         "optim.pretrain_steps=100000",
         "optim.train_steps=10",
+        "eval.toy2d_samples=200",
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
@@ -309,7 +372,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     )
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in out + err and "resume=true" in out + err
     state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
     assert 0 < state["step"] < 100000
