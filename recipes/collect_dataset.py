@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 import numpy as np
 import torch
@@ -58,6 +59,11 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from tqdm import tqdm
 
 log = logging.getLogger("collect")
+
+
+class CollectError(ValueError):
+    """A user-facing settings problem, found before any training (reported without a traceback)."""
+
 
 DATASET_KINDS = ("medium", "medium-replay", "expert")
 _KEEP = (
@@ -249,13 +255,20 @@ def resolve_reference(value: Any, kind: str, env_id: str, measured: float | None
     if isinstance(value, (int, float)):
         return float(value)
     if value == "d4rl":
-        ref = d4rl_reference(env_short_name(env_id))
+        try:
+            ref = d4rl_reference(env_short_name(env_id))
+        except KeyError as err:
+            raise CollectError(
+                f"reference.{kind}=d4rl, but D4RL has no reference returns for {env_id} "
+                f"({err.args[0]}); set reference.{kind} to a number or to "
+                f"'{'measured' if kind == 'random' else 'final'}'."
+            ) from None
         return float(ref.random if kind == "random" else ref.expert)
     if value in ("measured", "final"):
         if measured is None:
-            raise ValueError(f"reference.{kind}={value} has no measured value")
+            raise CollectError(f"reference.{kind}={value} has no measured value")
         return float(measured)
-    raise ValueError(
+    raise CollectError(
         f"reference.{kind} must be a number, 'd4rl' or '{'measured' if kind == 'random' else 'final'}'"
     )
 
@@ -432,12 +445,19 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
     wanted = list(cfg.datasets)
     unknown = sorted(set(wanted) - set(DATASET_KINDS))
     if unknown:
-        raise ValueError(f"unknown datasets {unknown}; choose from {list(DATASET_KINDS)}")
-    if cfg.medium.reference not in ("expert", "final"):  # checked before training, not after
-        raise ValueError(
+        raise CollectError(f"unknown datasets {unknown}; choose from {list(DATASET_KINDS)}")
+    # everything that can be checked is checked here, before minutes of training
+    if cfg.medium.reference not in ("expert", "final"):
+        raise CollectError(
             f"medium.reference must be 'expert' or 'final', got {cfg.medium.reference}"
         )
     env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise CollectError(f"env.id={env_id} is not a Gymnasium environment: {err}") from None
+    if cfg.reference.expert != "final":  # a number or 'd4rl': resolvable now
+        resolve_reference(cfg.reference.expert, "expert", env_id, None)
     ids = {k: v for k, v in dataset_ids(cfg).items() if k in wanted}
     run_dir = (
         Path(hydra.utils.to_absolute_path(str(cfg.run_dir))) if _in_hydra() else Path(cfg.run_dir)
@@ -449,7 +469,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         root = minari_datasets_dir()
         existing = [i for i in ids.values() if (root / i).exists()]
         if existing and not cfg.overwrite:
-            raise FileExistsError(
+            raise CollectError(
                 f"datasets {existing} already exist under {root}; pass overwrite=true "
                 "or choose another dataset_version"
             )
@@ -617,7 +637,11 @@ def _in_hydra() -> bool:
 def main(cfg: DictConfig) -> None:
     if cfg.output_dir is not None:
         cfg.output_dir = hydra.utils.to_absolute_path(str(cfg.output_dir))
-    summary = collect(cfg)
+    try:
+        summary = collect(cfg)
+    except CollectError as err:
+        log.error("%s", err)
+        sys.exit(2)
     for d in summary["datasets"].values():
         print(
             f"{d['id']}: {d['transitions']} transitions, {d['episodes']} episodes, "

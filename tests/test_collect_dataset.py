@@ -211,3 +211,19 @@ def test_halfcheetah_collection(tmp_path):
         "next", "terminated"
     ].any()  # HalfCheetah never terminates: only truncations
     assert data.data["action"].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("env.id=Swimmer-v5", "D4RL has no reference returns for Swimmer-v5"),
+        ("env.id=NoSuchEnv-v0", "env.id=NoSuchEnv-v0 is not a Gymnasium environment"),
+        ("datasets=[foo]", "unknown datasets"),
+        ("medium.reference=best", "medium.reference must be"),
+    ],
+)
+def test_settings_errors_come_before_any_training(tmp_path, override, match):
+    cfg = _cfg(*TINY, f"output_dir={tmp_path / 'minari'}", f"run_dir={tmp_path / 'run'}", override)
+    with pytest.raises(collect_dataset.CollectError, match=match):
+        collect_dataset.collect(cfg)
+    assert not (tmp_path / "run" / "medium_actor.pt").exists()
