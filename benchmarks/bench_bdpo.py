@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -794,17 +795,15 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         for mode in modes:
             log(f"[{shape_name} / {mode}]")
             try:
-
-                def build():
-                    return make_bench_components(
-                        shape_name,
-                        device,
-                        tiny=args.tiny,
-                        adam=args.adam,
-                        capturable=(mode == "cudagraphs"),
-                        stratified_steps=not args.plain,
-                    )
-
+                build = functools.partial(
+                    make_bench_components,
+                    shape_name,
+                    device,
+                    tiny=args.tiny,
+                    adam=args.adam,
+                    capturable=(mode == "cudagraphs"),
+                    stratified_steps=not args.plain,
+                )
                 comps = build()
                 if flops is None:  # counted on a copy: counting runs (and changes) the steps
                     flops = _flops_per_step(comps)
