@@ -1,8 +1,10 @@
 """Aggregate BDPO run summaries into the paper's results tables.
 
 Every run of ``recipes/bdpo_offline.py`` writes a ``summary.json`` into its run directory;
-Hydra multirun sweeps put them under ``multirun/<date>/<time>/<job_num>/``. This script
-finds them all (recursively), groups them by task and prints Markdown tables:
+Hydra multirun sweeps put them under ``multirun/<date>_<time>/<task>_seed<k>_<job_num>/``. This script
+finds them all (recursively), groups them by task and settings (runs of one task whose
+``settings`` differ, e.g. an ``loss.eta`` sweep, form separate rows labelled with the keys
+that differ; the seed never splits a group) and prints Markdown tables:
 
 * offline RL tasks: per task ``mean ± std`` over seeds of the final and of the best
   normalised score (raw return where a dataset has no reference scores), with one
@@ -17,8 +19,9 @@ Usage::
 
     python recipes/aggregate_results.py multirun/2025-01-01 [more dirs] [--out results/table]
 
-``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task: task,
-domain, seeds, final_mean, final_std, best_mean, best_std; empty cells for missing values).
+``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task and settings
+variant: task, domain, seeds, final/best mean and std, the 2-D metrics' mean and std; empty
+cells for missing values).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "final_std",
     "best_mean",
     "best_std",
+    *(f"{k}_{s}" for k in TOY2D_METRICS for s in ("mean", "std")),
 )
 _NAN = float("nan")
 
@@ -98,6 +102,12 @@ class TaskRow:
     metric: str = "normalized_score"
     seed_ids: list[Any] = field(default_factory=list)
     toy2d: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the settings that set this row apart from the task's other rows (``"k=v, ..."``)
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} [{self.variant}]" if self.variant else self.task
 
 
 # --------------------------------------------------------------------------- discovery / loading
@@ -217,13 +227,37 @@ def _task_row(task: str, runs: list[dict]) -> TaskRow:
     return row
 
 
+def _variants(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs of one task split by their ``settings`` (absent in older summaries: one group),
+    keyed by the ``k=v`` list of the settings that differ between the groups."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[json.dumps(r.get("settings"), sort_keys=True)].append(r)
+    if len(groups) == 1:
+        return {"": runs}
+    settings = {key: json.loads(key) or {} for key in groups}
+    names = sorted({k for s in settings.values() for k in s})
+    varying = [k for k in names if len({json.dumps(s.get(k)) for s in settings.values()}) > 1]
+    out = {}
+    for key, members in groups.items():
+        label = ", ".join(f"{k}={settings[key].get(k, '?')}" for k in varying) or "no settings"
+        out[label] = members
+    return out
+
+
 def aggregate(summaries: Iterable[dict]) -> list[TaskRow]:
-    """Group summaries by task; rows sorted by domain (:data:`DOMAIN_ORDER`) then task name."""
+    """Group summaries by task and settings; rows sorted by domain (:data:`DOMAIN_ORDER`),
+    task name, then variant."""
     by_task: dict[str, list[dict]] = defaultdict(list)
     for s in summaries:
         by_task[s["task"]].append(s)
-    rows = [_task_row(t, runs) for t, runs in by_task.items()]
-    return sorted(rows, key=lambda r: (_domain_key(r.domain), r.task))
+    rows = []
+    for task, runs in by_task.items():
+        for variant, members in _variants(runs).items():
+            row = _task_row(task, members)
+            row.variant = variant
+            rows.append(row)
+    return sorted(rows, key=lambda r: (_domain_key(r.domain), r.task, r.variant))
 
 
 def domain_sums(rows: Iterable[TaskRow]) -> dict[str, dict[str, float]]:
@@ -235,6 +269,9 @@ def domain_sums(rows: Iterable[TaskRow]) -> dict[str, dict[str, float]]:
     for domain in SUM_DOMAINS:
         rs = [r for r in rows if r.domain == domain]
         if not rs:
+            continue
+        if any(r.variant for r in rs):
+            logger.warning("no %s sum: some tasks have runs with different settings", domain)
             continue
         raw = [r.task for r in rs if r.metric != "normalized_score"]
         if raw:
@@ -273,7 +310,7 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
             "|---|---|---:|---:|---:|",
         ]
         for i, r in enumerate(rl_rows):
-            name = r.task + (" †" if r.metric == "return" else "")
+            name = r.label + (" †" if r.metric == "return" else "")
             lines.append(
                 f"| {name} | {r.domain} | {r.seeds} | "
                 f"{_fmt(r.final_mean, r.final_std, 1)} | {_fmt(r.best_mean, r.best_std, 1)} |"
@@ -304,7 +341,7 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
             for k in TOY2D_METRICS:
                 m, s = r.toy2d.get(k, (_NAN, _NAN))
                 cells.append(_fmt(m, s, 2 if k.startswith("mean_reward") else 4))
-            lines.append(f"| {r.task} | {r.seeds} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r.label} | {r.seeds} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     if not parts:
         return "_No runs found._\n"
@@ -316,16 +353,18 @@ def _cell(v: float) -> str:
 
 
 def to_csv(rows: Iterable[TaskRow], path: str | Path) -> None:
-    """Write one row per task with :data:`CSV_COLUMNS` (empty cell for a missing value)."""
+    """Write one row per task (and settings variant) with :data:`CSV_COLUMNS` (empty cell for a
+    missing value: the score columns of 2-D tasks, the 2-D columns of offline RL tasks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for r in rows:
+            toy = [v for k in TOY2D_METRICS for v in r.toy2d.get(k, (_NAN, _NAN))]
             w.writerow(
-                [r.task, r.domain, r.seeds]
-                + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std)]
+                [r.label, r.domain, r.seeds]
+                + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std, *toy)]
             )
     logger.info("wrote %s", path)
 

@@ -180,6 +180,24 @@ def compile_functions(fns, mode: str) -> list:
 _RESUME_FREE = ("resume", "threads", "logger", "device", "compile", "compile_mode", "hydra")
 
 
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that determine what a run computes, as ``{dotted key: value}``: everything
+    but the seed, run-only keys and the checkpoint interval (groups seeds for aggregation)."""
+    skip = set(_RESUME_FREE) | {"seed", "checkpoint"}
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not (prefix == "" and k in skip):
+                    walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved configs (ignoring run-only keys)."""
     diffs = []

@@ -50,7 +50,7 @@ def _summary(task: str, domain: str, seed: int, final: float, best: float) -> di
         "task": task,
         "domain": domain,
         "seed": seed,
-        "config_name": task,
+        "settings": {"task_name": task, "loss.eta": 0.2},
         "steps": {"pretrain": 100, "train": 100},
         "wall_time_s": 1.0,
         "updates_per_s": 100.0,
@@ -235,6 +235,12 @@ def test_csv_round_trip(sweeps: dict, tmp_path: Path) -> None:
         for col in ("final_mean", "final_std", "best_mean", "best_std"):
             v = getattr(r, col)
             assert (math.isnan(v) and d[col] == "") or num(d[col]) == v
+        for key in TOY_KEYS:
+            m, s = r.toy2d.get(key, (float("nan"), float("nan")))
+            for v, col in ((m, f"{key}_mean"), (s, f"{key}_std")):
+                assert (math.isnan(v) and d[col] == "") or num(d[col]) == v
+    toy = next(d for d in read if d["task"] == "toy-moons")
+    assert toy["energy_distance_actor_mean"] != ""
 
 
 def test_malformed_json_names_file(tmp_path: Path) -> None:
@@ -258,3 +264,26 @@ def test_main_writes_outputs(sweeps: dict, tmp_path: Path, capsys: pytest.Captur
     _job(tmp_path / "bad", 0, None, raw="not json")
     assert agg.main([str(tmp_path / "bad")]) == 1
     assert agg.main([str(tmp_path / "empty_does_not_exist")]) == 1
+
+
+def test_runs_with_other_settings_form_labelled_rows(tmp_path: Path, caplog) -> None:
+    """An eta sweep is not averaged into one row; the seed never splits a group."""
+    root = tmp_path / "multirun"
+    job = 0
+    finals = {0.1: [50.0, 52.0], 0.2: [70.0, 74.0]}
+    for eta, values in finals.items():
+        for seed, final in enumerate(values):
+            s = _summary("hopper-medium-v2", "locomotion", seed, final, final + 1)
+            s["settings"] = {"task_name": "hopper-medium-v2", "loss.eta": eta, "loss.rho": 2.0}
+            _job(root, job, s)
+            job += 1
+    with caplog.at_level(logging.WARNING):
+        rows = agg.aggregate(agg.load_summaries(agg.find_summaries([root])))
+    assert [r.label for r in rows] == [
+        "hopper-medium-v2 [loss.eta=0.1]",
+        "hopper-medium-v2 [loss.eta=0.2]",
+    ]
+    assert [r.seeds for r in rows] == [2, 2]
+    assert [r.final_mean for r in rows] == [51.0, 72.0]
+    assert agg.domain_sums(rows) == {} and "no locomotion sum" in caplog.text
+    assert "hopper-medium-v2 [loss.eta=0.2] | locomotion | 2 | 72.0" in agg.to_markdown(rows)

@@ -59,6 +59,9 @@ def test_toy2d_run_writes_every_output(tmp_path):
     summary = json.loads(path.read_text())
     assert summary["task"] == "toy2d-8gaussians-cpu" and summary["domain"] == "toy2d"
     assert summary["steps"] == {"pretrain": 20, "train": 20}
+    settings = summary["settings"]  # what aggregation groups seeds by
+    assert settings["loss.eta"] == 0.05 and settings["optim.train_steps"] == 20
+    assert not {"seed", "resume", "threads", "checkpoint.interval"} & set(settings)
     for key in (
         "energy_distance_actor",
         "energy_distance_behavior",
