@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import hydra
@@ -97,6 +98,9 @@ class BDPOTrainer:
         self.actor_initialized = False
         self.evals: list[dict] = []
         self.wall_time = 0.0
+        self.logger_run_id = uuid.uuid4().hex[
+            :16
+        ]  # a resumed run keeps logging to the same wandb run
         self.eval_env = None
         if self.task.domain != "toy2d" and cfg.eval.env:
             if not self.task.env_id:
@@ -237,7 +241,8 @@ class BDPOTrainer:
         return out
 
     # -------------------------------------------------------------- evaluation
-    def evaluate(self) -> dict:
+    def evaluate(self) -> dict | None:
+        """Evaluates the EMA actor; ``None`` when there is nothing to evaluate (``eval.env=false``)."""
         cfg = self.cfg
         t0 = time.time()
         result: dict = {"step": self.step, "train_step": max(0, self.step - self.pretrain_steps)}
@@ -249,7 +254,7 @@ class BDPOTrainer:
                 )
             )
         elif self.eval_env is None:  # eval.env=false: nothing to roll out
-            return result
+            return None
         else:
             returns = evaluate_env(
                 self.eval_env,
@@ -287,6 +292,7 @@ class BDPOTrainer:
             "updaters": {k: v.state_dict() for k, v in self.updaters.items()},
             "evals": self.evals,
             "wall_time": self.wall_time,
+            "logger_run_id": self.logger_run_id,
             "rng": rng_state(),
         }
 
@@ -322,6 +328,7 @@ class BDPOTrainer:
         self.actor_initialized = bool(state["actor_initialized"])
         self.evals = list(state["evals"])
         self.wall_time = float(state["wall_time"])
+        self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
         set_rng_state(state["rng"])
         log.info("Resumed from %s at update %d.", path, self.step)
 
@@ -391,10 +398,11 @@ class BDPOTrainer:
                 if train_t > 0 and (train_t % eval_every == 0 or self.step == self.total_steps):
                     self._check_finite()
                     result = self.evaluate()
-                    log.info("eval @ %d: %s", self.step, _short(result))
-                    if logger is not None:
-                        for k, v in result.items():
-                            if isinstance(v, (int, float)) and v is not None:
+                    if result is not None:
+                        log.info("eval @ %d: %s", self.step, _short(result))
+                    if logger is not None and result is not None:
+                        for k, v in result.items():  # counters are the x axis, not metrics
+                            if isinstance(v, (int, float)) and k not in _EVAL_COUNTERS:
                                 logger.log_scalar(f"eval/{k}", float(v), step=self.step)
                 if self.step % ckpt_every == 0 or self.step == self.total_steps:
                     self.wall_time = time.time() - t_start
@@ -455,13 +463,17 @@ class BDPOTrainer:
         return summary
 
 
+_EVAL_COUNTERS = ("step", "train_step", "episodes")
+
+
 def _short(result: dict) -> str:
     return ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
     )
 
 
-def make_logger(cfg: DictConfig, run_dir: Path):
+def make_logger(cfg: DictConfig, run_dir: Path, run_id: str | None = None):
+    """TorchRL logger of ``cfg.logger``; ``run_id`` names the wandb run (resumed if it exists)."""
     if cfg.logger.backend == "none":
         return None
     from torchrl.record.loggers import get_logger
@@ -474,6 +486,7 @@ def make_logger(cfg: DictConfig, run_dir: Path):
                 "project": str(cfg.logger.project),
                 "dir": str(run_dir),
                 "config": OmegaConf.to_container(cfg, resolve=True),
+                "id": run_id,
             }
         }
     return get_logger(
@@ -506,7 +519,7 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
             log.info("The run in %s is complete; nothing to do.", run_dir)
             return path
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    logger = make_logger(cfg, run_dir)
+    logger = make_logger(cfg, run_dir, trainer.logger_run_id)
     start_step, t0 = trainer.step, time.time()
     trainer.train(logger)
     elapsed = time.time() - t0

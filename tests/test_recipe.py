@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -404,6 +405,18 @@ def test_kill_9_never_leaves_a_torn_checkpoint(tmp_path):
 def test_other_loggers(tmp_path, backend, pattern):
     bdpo_offline.run(_toy(f"logger.backend={backend}", "logger.wandb_mode=offline"), tmp_path)
     assert list(tmp_path.rglob(pattern)), f"no {backend} output in {tmp_path}"
+
+
+def test_resumed_run_logs_to_the_same_wandb_run(tmp_path):
+    extra = ("logger.backend=wandb", "logger.wandb_mode=offline", "checkpoint.interval=7")
+    with pytest.raises(bdpo_offline.Interrupted):
+        bdpo_offline.run(_toy(*extra), tmp_path, trainer_cls=_Interrupting)
+    bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path)
+    runs = sorted(p.name for p in tmp_path.rglob("offline-run-*") if p.is_dir())
+    assert len(runs) == 2, runs
+    # offline-run-<time>-<run id>, with "-1" appended when both started in the same second
+    ids = {re.match(r"offline-run-\d+_\d+-([0-9a-z]+)", name).group(1) for name in runs}
+    assert len(ids) == 1, runs
 
 
 def test_cli_prints_summary_path_last(tmp_path):
