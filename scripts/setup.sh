@@ -18,6 +18,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "$TORCH_SPEC"
     # Constrain torch to what is installed so no later resolution swaps it.
     .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > .venv/torch-constraint.txt
-    .venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[dev,slurm]"
+    .venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[recipes,dev,slurm]"
     touch "$stamp"
 fi

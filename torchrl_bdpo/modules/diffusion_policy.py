@@ -190,7 +190,11 @@ class DiffusionPolicy(nn.Module):
             ``x_0`` of shape ``[*batch, A]``, or a :class:`DiffusionChain` if ``return_chain``.
         """
         shape = (*obs.shape[:-1], self.action_dim)
-        x = obs.new_zeros(shape) if deterministic else torch.randn(shape, device=obs.device)
+        x = (
+            obs.new_zeros(shape)
+            if deterministic
+            else torch.randn(shape, device=obs.device, dtype=obs.dtype)
+        )
         table = self.step_feature_table(obs.device)
         states, preds = [x], []
         for step in range(self.num_steps, 0, -1):
