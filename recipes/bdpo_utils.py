@@ -1,8 +1,8 @@
-"""Helpers of the BDPO recipe: data, components, optimisers, evaluation, checkpoints.
+"""Helpers of the BDPO recipe: configuration checks, data, components, optimisers, evaluation.
 
-Laid out like TorchRL's sota-implementations ``utils.py`` files
-(``make_environment``, ``make_offline_replay_buffer``, ``make_loss_module``,
-``make_optimizer``, ``log_metrics``).
+Laid out like TorchRL's sota-implementations ``utils.py`` files: ``validate_config``,
+``make_task_data``, ``make_replay_buffer``, ``make_loss_module``, ``make_target_updaters``,
+``make_optimizers``, ``make_eval_env``, ``evaluate_env``, ``evaluate_toy2d``.
 """
 
 from __future__ import annotations
