@@ -372,10 +372,9 @@ class BDPOTrainer:
                 self.step += 1
                 phase = "pretrain" if self.step <= self.pretrain_steps else "train"
                 if logger is not None:
-                    for k, v in out.items():
-                        if v.numel() == 1:
-                            acc = window.setdefault(f"{phase}/{k}", [0.0, 0])
-                            acc[0], acc[1] = acc[0] + v.detach().float().reshape(()), acc[1] + 1
+                    for k, v in out.items():  # a vector (kl_per_step) is logged entry by entry
+                        acc = window.setdefault(f"{phase}/{k}", [0.0, 0])
+                        acc[0], acc[1] = acc[0] + v.detach().float().reshape(-1), acc[1] + 1
                 bar.update(1)
                 now = time.time()
                 if now - bar_t >= 2.0:  # the bar's rate and phase, refreshed every ~2 s
@@ -388,8 +387,15 @@ class BDPOTrainer:
                     last_t, last_step = now, self.step
                     if logger is not None and window:
                         names = list(window)
-                        means = torch.stack([window[k][0] / window[k][1] for k in names]).tolist()
-                        scalars = dict(zip(names, means))  # one host sync per log line
+                        sizes = [window[k][0].numel() for k in names]
+                        flat = torch.cat([window[k][0] / window[k][1] for k in names]).tolist()
+                        scalars = {}  # one host sync per log line
+                        for name, size in zip(names, sizes):
+                            values, flat = flat[:size], flat[size:]
+                            if size == 1:
+                                scalars[name] = values[0]
+                            else:  # kl_per_step/1 .. kl_per_step/N (step n's mean KL term)
+                                scalars.update({f"{name}/{i + 1}": x for i, x in enumerate(values)})
                         scalars[f"{phase}/updates_per_s"] = ups
                         window.clear()
                         for k, v in scalars.items():

@@ -102,6 +102,11 @@ def test_minari_hopper_run_with_env_evaluation(tmp_path, minari_hopper_dataset):
     expected = 100 * (final["return_mean"] - ref_min) / (ref_max - ref_min)
     assert final["normalized_score_mean"] == pytest.approx(expected)
     assert best["normalized_score_mean"] >= final["normalized_score_mean"]
+    # the Q target's KL terms are logged per diffusion step (N = 5 in the base config)
+    train = next((tmp_path / "logs").rglob("scalars")) / "train"
+    assert sorted(p.name for p in train.glob("kl_per_step/*.csv")) == [
+        f"{n}.csv" for n in range(1, 6)
+    ]
 
 
 class _Interrupting(bdpo_offline.BDPOTrainer):
