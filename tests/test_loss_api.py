@@ -170,6 +170,18 @@ def test_batch_of_another_dtype_is_named():
         loss.qvalue_loss(td)
 
 
+def test_float64_loss_on_a_float64_batch():
+    """The advice of the dtype error works: a loss cast with .double() runs on float64 data
+    (float terminal flags of another dtype are accepted too)."""
+    loss = make_loss().double()
+    td = batch(4).to(torch.float64)
+    td["next", "terminated"] = torch.zeros(4, 1, dtype=torch.float32)
+    out = loss(td)
+    for key in ("loss_qvalue", "loss_value", "loss_actor"):
+        assert out[key].dtype == torch.float64 and torch.isfinite(out[key]), key
+    assert loss.behavior_loss(td)[0].dtype == torch.float64
+
+
 def test_same_module_for_actor_and_behavior_is_rejected():
     from _factories import diffusion_actor
 

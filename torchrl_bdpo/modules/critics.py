@@ -99,7 +99,8 @@ class DiffusionValueEnsemble(nn.Module):
         batch = batch_shape(obs.shape[:-1], x.shape[:-1], n.shape)
         sx = torch.cat([obs.expand(*batch, obs.shape[-1]), x.expand(*batch, x.shape[-1])], -1)
         sx = sx.reshape(-1, sx.shape[-1])
-        emb = self.step_mlp(sinusoidal_embedding(n.expand(batch).reshape(-1), self.embed_dim))
+        steps = n.expand(batch).reshape(-1)
+        emb = self.step_mlp(sinusoidal_embedding(steps, self.embed_dim, dtype=sx.dtype))
         inputs = torch.cat([sx.expand(self.num_members, *sx.shape), emb], -1)
         return _members_last(self.mlp(inputs), batch)
 

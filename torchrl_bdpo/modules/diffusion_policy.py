@@ -99,14 +99,18 @@ class DiffusionPolicy(nn.Module):
             return self.noise_net(x, n, obs)
         return self.noise_net(x, n, obs, step_features=step_features)
 
-    def step_feature_table(self, device=None) -> torch.Tensor | None:
-        """The noise net's step features for ``n = 0..N`` (``[N + 1, F]``), if it exposes them.
+    def step_feature_table(
+        self, device=None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor | None:
+        """The noise net's step features for ``n = 0..N`` (``[N + 1, F]``, in ``dtype``), if it
+        exposes them.
 
         Computed once per chain so that each reverse step skips the step MLP.
         """
         if not hasattr(self.noise_net, "step_features"):
             return None
-        return self.noise_net.step_features(torch.arange(self.num_steps + 1, device=device))
+        steps = torch.arange(self.num_steps + 1, device=device)
+        return self.noise_net.step_features(steps, dtype)
 
     def reverse_mean(
         self, x: torch.Tensor, n: torch.Tensor | int, eps: torch.Tensor, clip: bool | None = None
@@ -195,7 +199,7 @@ class DiffusionPolicy(nn.Module):
             if deterministic
             else torch.randn(shape, device=obs.device, dtype=obs.dtype)
         )
-        table = self.step_feature_table(obs.device)
+        table = self.step_feature_table(obs.device, obs.dtype)
         states, preds = [x], []
         for step in range(self.num_steps, 0, -1):
             noise = torch.zeros_like(x) if deterministic and step > 1 else None

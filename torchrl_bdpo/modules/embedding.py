@@ -8,12 +8,15 @@ import torch
 from torch import nn
 
 
-def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:
+def sinusoidal_embedding(
+    steps: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Transformer-style sinusoidal embedding of (integer) diffusion steps.
 
     Args:
         steps (Tensor): shape ``[*batch]``, any numeric dtype.
         dim (int): the embedding size (even).
+        dtype (torch.dtype): of the result (computed in float32, or float64 if asked).
 
     Returns:
         Tensor of shape ``[*batch, dim]``: ``[sin(n f_k), cos(n f_k)]`` with
@@ -26,11 +29,12 @@ def sinusoidal_embedding(steps: torch.Tensor, dim: int) -> torch.Tensor:
     if dim % 2:
         raise ValueError(f"The embedding size must be even, got {dim}.")
     half = dim // 2
+    work = torch.float64 if dtype == torch.float64 else torch.float32
     freqs = torch.exp(
-        -math.log(10000.0) * torch.arange(half, device=steps.device, dtype=torch.float32) / half
+        -math.log(10000.0) * torch.arange(half, device=steps.device, dtype=work) / half
     )
-    angles = steps.to(torch.float32).unsqueeze(-1) * freqs
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    angles = steps.to(work).unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
 
 
 class SinusoidalStepEmbedding(nn.Module):

@@ -64,9 +64,10 @@ class NoiseNet(nn.Module):
             layer_norm=layer_norm,
         )
 
-    def step_features(self, n: torch.Tensor) -> torch.Tensor:
-        """The step MLP's output for steps ``n`` ``[*batch]`` -> ``[*batch, F]``."""
-        return self.step_mlp(sinusoidal_embedding(n, self.embed_dim))
+    def step_features(self, n: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The step MLP's output for steps ``n`` ``[*batch]`` -> ``[*batch, F]`` (in ``dtype``,
+        the networks' dtype)."""
+        return self.step_mlp(sinusoidal_embedding(n, self.embed_dim, dtype=dtype))
 
     def forward(
         self,
@@ -77,7 +78,7 @@ class NoiseNet(nn.Module):
         step_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``eps(x_n, n, s)``; ``step_features`` (``step_features(n)``, precomputed) skips the step MLP."""
-        emb = self.step_features(n) if step_features is None else step_features
+        emb = self.step_features(n, x.dtype) if step_features is None else step_features
         batch = batch_shape(x.shape[:-1], emb.shape[:-1], obs.shape[:-1])
         inputs = torch.cat(
             [

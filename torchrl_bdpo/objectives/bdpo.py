@@ -279,8 +279,11 @@ class BDPOLoss(LossModule):
                 f"current mapping: {self.tensor_keys}."
             )
         dtype = self.schedule.betas.dtype
+        flags = ("next", self.tensor_keys.terminated)  # flags may be of any dtype
         wrong = [
-            (k, v.dtype) for k, v in zip(keys, values) if v.is_floating_point() and v.dtype != dtype
+            (k, v.dtype)
+            for k, v in zip(keys, values)
+            if v.is_floating_point() and v.dtype != dtype and k != flags
         ]
         if wrong:
             raise TypeError(
@@ -413,8 +416,8 @@ class BDPOLoss(LossModule):
                 self.behavior_network, preserve_module_state=False
             ),
         ):
-            actor_table = actor.step_feature_table(s.device)
-            behavior_table = behavior.step_feature_table(s.device)
+            actor_table = actor.step_feature_table(s.device, s.dtype)
+            behavior_table = behavior.step_feature_table(s.device, s.dtype)
             for step in range(self.schedule.num_steps, 0, -1):
                 x_prev, eps_pi = actor.reverse_step(
                     s, x, step, step_features=None if actor_table is None else actor_table[step]

@@ -38,8 +38,14 @@ def noise_prediction_error(
     x_n = policy.schedule.q_sample(action, n, noise)
     # eager: the step MLP runs on the N + 1 possible steps, not on every row (inductor
     # fuses the per-row MLP better than the gather's scatter-add backward)
-    table = None if torch.compiler.is_compiling() else policy.step_feature_table(action.device)
+    table = (
+        None
+        if torch.compiler.is_compiling()
+        else policy.step_feature_table(action.device, action.dtype)
+    )
     features = None if table is None else table[n]
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum' (got {reduction!r}).")
     err = (policy.predict_noise(obs, x_n, n, step_features=features) - noise).pow(2)
     return err.mean(-1) if reduction == "mean" else err.sum(-1)
 
