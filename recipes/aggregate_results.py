@@ -237,10 +237,14 @@ def _variants(runs: list[dict]) -> dict[str, list[dict]]:
         return {"": runs}
     settings = {key: json.loads(key) or {} for key in groups}
     names = sorted({k for s in settings.values() for k in s})
-    varying = [k for k in names if len({json.dumps(s.get(k)) for s in settings.values()}) > 1]
-    out = {}
+
+    def shown(s: dict, k: str) -> str:  # an absent key differs from null; 1 from "1"
+        return json.dumps(s[k]) if k in s else "<absent>"
+
+    varying = [k for k in names if len({shown(s, k) for s in settings.values()}) > 1]
+    out: dict[str, list[dict]] = {}
     for key, members in groups.items():
-        label = ", ".join(f"{k}={settings[key].get(k, '?')}" for k in varying) or "no settings"
+        label = ", ".join(f"{k}={shown(settings[key], k)}" for k in varying) or "no settings"
         out[label] = members
     return out
 

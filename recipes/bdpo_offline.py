@@ -73,7 +73,10 @@ class Interrupted(Exception):
 
     def __init__(self, signum: int, step: int) -> None:
         super().__init__(f"{signal.Signals(signum).name} at update {step}")
-        self.signum = signum
+        self.signum, self.step = signum, step
+
+    def __reduce__(self):
+        return type(self), (self.signum, self.step)
 
 
 class BDPOTrainer:
@@ -341,7 +344,9 @@ class BDPOTrainer:
 
         def on_signal(signum, _frame):
             if stop["signal"] is not None:  # a second signal: stop now, without a checkpoint
-                raise KeyboardInterrupt
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)  # the default action: exit status 128 + signum
+                return
             stop["signal"] = signum
             log.warning(
                 "%s: stopping after the current update with a checkpoint (send it again to "
@@ -382,7 +387,10 @@ class BDPOTrainer:
                         phase=phase, ups=f"{(self.step - bar_step) / (now - bar_t):.1f}/s"
                     )
                     bar_t, bar_step = now, self.step
-                if self.step % log_every == 0 or self.step == self.total_steps:
+                if (
+                    self.step % log_every == 0
+                    or self.step in (self.pretrain_steps, self.total_steps)  # a phase ends
+                ):
                     ups = (self.step - last_step) / max(now - last_t, 1e-9)
                     last_t, last_step = now, self.step
                     if logger is not None and window:
@@ -523,12 +531,18 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
         trainer.load_checkpoint()  # refuses a checkpoint written with other settings
         if trainer.step >= trainer.total_steps and path.exists():
             log.info("The run in %s is complete; nothing to do.", run_dir)
+            if trainer.eval_env is not None:
+                trainer.eval_env.close()
             return path
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     logger = make_logger(cfg, run_dir, trainer.logger_run_id)
     start_step, t0 = trainer.step, time.time()
     trainer.train(logger)
     elapsed = time.time() - t0
+    if trainer.task.domain == "toy2d" and not any(
+        e["step"] == trainer.total_steps for e in trainer.evals
+    ):  # no training phase: the final evaluation (samples, pictures) did not run in the loop
+        trainer.evaluate()
     ups = (trainer.step - start_step) / max(elapsed, 1e-9)
     close_logger(logger)
     summary = trainer.summary(ups)

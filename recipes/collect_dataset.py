@@ -453,7 +453,8 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         )
     env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
     try:
-        gym.spec(env_id)
+        if ":" not in env_id:  # "module:EnvId" registers its env when gym.make imports the module
+            gym.spec(env_id)
     except gym.error.Error as err:
         raise CollectError(f"env.id={env_id} is not a Gymnasium environment: {err}") from None
     if cfg.reference.expert != "final":  # a number or 'd4rl': resolvable now

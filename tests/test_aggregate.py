@@ -287,3 +287,18 @@ def test_runs_with_other_settings_form_labelled_rows(tmp_path: Path, caplog) -> 
     assert [r.final_mean for r in rows] == [51.0, 72.0]
     assert agg.domain_sums(rows) == {} and "no locomotion sum" in caplog.text
     assert "hopper-medium-v2 [loss.eta=0.2] | locomotion | 2 | 72.0" in agg.to_markdown(rows)
+
+
+def test_absent_and_null_settings_are_different_variants(tmp_path: Path) -> None:
+    root = tmp_path / "multirun"
+    for job, settings in enumerate([{"a": None}, {}, {"a": None}, {"a": 1}, {"a": "1"}]):
+        s = _summary("walker2d-medium-v2", "locomotion", job, 60.0 + job, 61.0 + job)
+        s["settings"] = settings
+        _job(root, job, s)
+    rows = agg.aggregate(agg.load_summaries(agg.find_summaries([root])))
+    assert sorted((r.variant, r.seeds) for r in rows) == [
+        ('a="1"', 1),
+        ("a=1", 1),
+        ("a=<absent>", 1),
+        ("a=null", 2),
+    ]

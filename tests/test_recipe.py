@@ -197,6 +197,12 @@ def test_bad_settings_are_reported(tmp_path, override, match):
         bdpo_offline.run(_toy(override), tmp_path)
 
 
+def test_toy2d_pretraining_only_run_still_writes_samples_and_pictures(tmp_path):
+    bdpo_offline.run(_toy("optim.train_steps=0"), tmp_path)
+    for name in ("samples.npz", "samples.png", "value_landscape.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+
+
 def test_custom_task_without_a_dataset_name_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="data.name must be set .task=custom needs data.name"):
         bdpo_offline.run(_cfg("task=custom", *TINY), tmp_path)
