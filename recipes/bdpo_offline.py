@@ -117,6 +117,7 @@ class BDPOTrainer:
                 int(cfg.env.max_episode_steps),
                 self.task.obs_dim,
                 device=self.device,
+                env_spec=self.task.env_spec,
             )
         # per loss: first update with a non-finite value/gradient (-1: none), kept on device
         self.no_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)

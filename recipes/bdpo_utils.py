@@ -234,6 +234,8 @@ class TaskData:
     action_dim: int
     bandit: bool
     env_id: str | None = None
+    #: the evaluation env's full Gymnasium spec (JSON, with kwargs such as a maze layout), if known
+    env_spec: str | None = None
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     toy2d: dict[str, Any] = field(default_factory=dict)
@@ -274,10 +276,18 @@ def make_task_data(cfg: DictConfig) -> TaskData:
     if cfg.data.action_clip is not None:
         data = clip_dataset_actions(data, float(cfg.data.action_clip))
     if cfg.data.reward_transform == "locomotion":
-        data = scale_rewards_by_return_range(data, 1000.0)
+        try:
+            data = scale_rewards_by_return_range(data, 1000.0)
+        except ValueError as err:
+            raise ConfigError(
+                f"data.reward_transform=locomotion: {err}; choose data.reward_transform=none "
+                "or antmaze for these data."
+            ) from err
     elif cfg.data.reward_transform == "antmaze":
         data = scale_rewards(data, 100.0)
     env_id = cfg.env.id or dataset.env_id
+    # the dataset's own evaluation spec (kwargs included) unless env.id names another env
+    spec = None if cfg.env.id else dataset.metadata.get("eval_env_spec")
     return TaskData(
         name=name,
         domain=str(cfg.data.domain),
@@ -286,6 +296,7 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         action_dim=dataset.action_dim,
         bandit=False,
         env_id=env_id,
+        env_spec=spec if isinstance(spec, str) else None,
         ref_min_score=dataset.ref_min_score,
         ref_max_score=dataset.ref_max_score,
     )
@@ -419,12 +430,53 @@ def make_optimizers(loss: BDPOLoss, cfg: DictConfig):
 
 
 # ------------------------------------------------------------------------ evaluation
-def make_eval_env(env_id: str, num_envs: int, max_episode_steps: int, obs_dim: int, device=None):
-    """``num_envs`` copies of ``env_id`` in a ``SerialEnv`` (float32, outputs on ``device``)."""
-    from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
+def make_eval_env(
+    env_id: str,
+    num_envs: int,
+    max_episode_steps: int,
+    obs_dim: int,
+    device=None,
+    env_spec: str | None = None,
+):
+    """``num_envs`` copies of ``env_id`` in a ``SerialEnv`` (float32, outputs on ``device``).
+
+    ``env_spec`` (a Gymnasium ``EnvSpec`` as JSON, e.g. a Minari dataset's evaluation spec)
+    rebuilds the env with its kwargs (a maze layout, a fixed goal). Goal-conditioned envs
+    (dict observations with ``observation`` and ``desired_goal``) get the layout of the
+    data: ``observation = concat(observation, desired_goal)``.
+    """
+    from torchrl.envs import (
+        CatTensors,
+        Compose,
+        DoubleToFloat,
+        GymEnv,
+        GymWrapper,
+        RenameTransform,
+        SerialEnv,
+        StepCounter,
+        TransformedEnv,
+    )
 
     def make():
-        return TransformedEnv(GymEnv(env_id, device=device), DoubleToFloat())
+        if env_spec is not None:
+            import gymnasium as gym
+
+            base = GymWrapper(gym.make(gym.envs.registration.EnvSpec.from_json(env_spec)))
+            base = base.to(device) if device is not None else base
+        else:
+            base = GymEnv(env_id, device=device)
+        env = TransformedEnv(base, DoubleToFloat())
+        keys = set(env.observation_spec.keys())
+        if {"observation", "desired_goal"} <= keys:
+            env.append_transform(
+                Compose(
+                    CatTensors(
+                        ["observation", "desired_goal"], out_key="flat_observation", sort=False
+                    ),
+                    RenameTransform(["flat_observation"], ["observation"]),
+                )
+            )
+        return env
 
     try:
         probe = make()

@@ -197,6 +197,72 @@ def test_bad_settings_are_reported(tmp_path, override, match):
         bdpo_offline.run(_toy(override), tmp_path)
 
 
+def test_goal_conditioned_minari_data_are_evaluated_in_their_own_env(tmp_path, monkeypatch):
+    """A Minari dataset over a gymnasium-robotics AntMaze with a fixed goal: the data's dict
+    observations and the evaluation env's are flattened alike, and the env is rebuilt from the
+    dataset's spec with its kwargs (the maze layout), not from its id alone."""
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("gymnasium_robotics")
+    from torchrl_bdpo.data import build_minari_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    maze = [[1, 1, 1, 1, 1], [1, "r", 0, 0, 1], [1, 1, 1, 0, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
+    kwargs = {"maze_map": maze, "continuing_task": True}
+    env = gym.make("AntMaze_UMaze-v4", **kwargs)
+    env.action_space.seed(0)
+    episodes = []
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        trace = {k: [v] for k, v in obs.items()}
+        actions = []
+        for _ in range(25):
+            actions.append(env.action_space.sample())
+            obs, *_ = env.step(actions[-1])
+            for k, v in obs.items():
+                trace[k].append(v)
+        episodes.append(
+            {
+                "observations": {k: np.stack(v) for k, v in trace.items()},
+                "actions": np.stack(actions),
+                "rewards": np.zeros(25),
+                "terminations": np.zeros(25, bool),
+                "truncations": np.eye(25, dtype=bool)[-1],
+                "seed": seed,
+            }
+        )
+    goal = episodes[0]["observations"]["desired_goal"][0]
+    env.close()
+    name = "bdpo-test/antmaze/umaze-fixed-goal-v0"
+    build_minari_dataset(name, "AntMaze_UMaze-v4", episodes, env_kwargs=kwargs)
+    cfg = _cfg(
+        "task=custom",
+        f"data.name={name}",
+        "data.domain=antmaze",
+        "data.reward_transform=antmaze",
+        *TINY,
+        "optim.pretrain_steps=4",
+        "optim.train_steps=4",
+        "optim.value_warmup_steps=1",
+        "eval.interval=4",
+        "eval.episodes=2",
+        "eval.num_candidates=2",
+        "env.max_episode_steps=10",
+    )
+    trainer = bdpo_offline.BDPOTrainer(cfg, tmp_path / "run")
+    assert trainer.task.obs_dim == 27 + 2  # concat(observation, desired_goal)
+    first = trainer.task.data["observation"][0]
+    torch.testing.assert_close(first[-2:], torch.as_tensor(goal).float())
+    trainer.train()
+    assert trainer.evals[-1]["episodes"] == 2
+    td = trainer.eval_env.reset()
+    assert td["observation"].shape[-1] == 29
+    # the goal comes from the layout stored with the data: the "g" cell, centred at (-4, -4)
+    # (maze scaling 4), up to the env's +-1 noise; the default layout draws any free cell
+    assert (td["observation"][..., -2:] + 4).abs().max() <= 1.0 + 1e-4
+    assert (torch.as_tensor(goal) + 4).abs().max() <= 1.0 + 1e-4
+    trainer.eval_env.close()
+
+
 def test_toy2d_pretraining_only_run_still_writes_samples_and_pictures(tmp_path):
     bdpo_offline.run(_toy("optim.train_steps=0"), tmp_path)
     for name in ("samples.npz", "samples.png", "value_landscape.png", "summary.json"):

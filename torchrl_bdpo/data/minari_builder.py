@@ -53,6 +53,7 @@ def build_minari_dataset(
     algorithm_name: str = "torchrl_bdpo.data.rollout_episodes",
     author: str | None = None,
     description: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
     """Create the local Minari dataset ``dataset_id`` from episodes.
 
@@ -68,6 +69,8 @@ def build_minari_dataset(
         ref_min_score, ref_max_score: reference returns, both or neither; stored as
             ``ref_min_score``/``ref_max_score`` in the dataset metadata.
         algorithm_name, author, description: stored in the metadata.
+        env_kwargs: keyword arguments of ``gym.make(env_id, ...)`` (e.g. a maze layout);
+            they are part of the env specs stored with the data.
 
     Returns:
         ``dataset_id``.
@@ -125,11 +128,14 @@ def build_minari_dataset(
     with warnings.catch_warnings():
         # Minari warns for every optional metadata field left empty (permalink, email, ...).
         warnings.filterwarnings("ignore", message=r".*is set to None", category=UserWarning)
+        import gymnasium as gym
+
+        spec = gym.make(env_id, **dict(env_kwargs or {})).spec  # the id plus its kwargs
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id,
             buffer=buffers,
-            env=env_id,
-            eval_env=env_id,
+            env=spec,
+            eval_env=spec,
             algorithm_name=algorithm_name,
             author=author,
             description=description,
