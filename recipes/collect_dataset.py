@@ -58,6 +58,8 @@ from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from tqdm import tqdm
 
+from torchrl_bdpo.data import TED_KEYS
+
 log = logging.getLogger("collect")
 
 
@@ -66,15 +68,6 @@ class CollectError(ValueError):
 
 
 DATASET_KINDS = ("medium", "medium-replay", "expert")
-_KEEP = (
-    "observation",
-    "action",
-    ("next", "observation"),
-    ("next", "reward"),
-    ("next", "terminated"),
-    ("next", "truncated"),
-    ("next", "done"),
-)
 
 
 # ------------------------------------------------------------------------------- names
@@ -195,7 +188,7 @@ def run_episodes(
         ):
             env.set_seed(seed + len(episodes))
             td = env.rollout(max_steps, policy, break_when_any_done=True)
-            episodes.append(td.select(*_KEEP))
+            episodes.append(td.select(*TED_KEYS))
             steps += td.shape[0]
     return episodes
 
@@ -318,7 +311,7 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for batch in collector:
             batch = batch.reshape(-1)
             n = batch.shape[0]
-            buffer.extend(batch.select(*_KEEP))
+            buffer.extend(batch.select(*TED_KEYS))
             done = batch["next", "done"].reshape(-1)
             if done.any():
                 train_returns += batch["next", "episode_reward"].reshape(-1)[done].tolist()
