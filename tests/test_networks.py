@@ -1,19 +1,31 @@
-"""Network shapes and initialisation (spec: orthogonal weights, zero biases, independent members)."""
+"""Network shapes and initialisation (the authors' networks: orthogonal weights of gain sqrt(2),
+zero biases, LayerNorm epsilon 1e-6, independent members)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from torchrl_bdpo import DiffusionValueEnsemble, EnsembleMLP, NoiseNet, QEnsemble, mish
+from torchrl_bdpo import (
+    DiffusionValueEnsemble,
+    EnsembleMLP,
+    NoiseNet,
+    QEnsemble,
+    mish,
+    sinusoidal_embedding,
+)
 from torchrl_bdpo.modules.activation import mish_exp, mish_inplace
+from torchrl_bdpo.modules.ensemble import EnsembleLayerNorm, EnsembleLinear
+from torchrl_bdpo.modules.mlp import make_mlp
 
 
 def test_ensemble_members_are_independent_orthogonal_inits():
     mlp = EnsembleMLP(5, 8, 1, (16, 16))
     hidden = mlp.layers[2].weight  # [K, 16, 16]
-    for k in range(5):
-        torch.testing.assert_close(hidden[k].T @ hidden[k], torch.eye(16), atol=1e-5, rtol=0)
+    for k in range(5):  # flow-rl's orthogonal_init(): gain sqrt(2)
+        torch.testing.assert_close(hidden[k].T @ hidden[k], 2 * torch.eye(16), atol=1e-5, rtol=0)
     assert not torch.allclose(hidden[0], hidden[1])
     assert all(
         (layer.bias == 0).all()
@@ -29,7 +41,7 @@ def test_ensemble_equals_per_member_loop():
     for k in range(4):
         h = x @ mlp.layers[0].weight[k] + mlp.layers[0].bias[k]
         h = (
-            torch.nn.functional.layer_norm(h, (8,)) * mlp.layers[1].weight[k]
+            torch.nn.functional.layer_norm(h, (8,), eps=1e-6) * mlp.layers[1].weight[k]
             + mlp.layers[1].bias[k]
         )
         h = torch.nn.functional.mish(h)
@@ -67,3 +79,68 @@ def test_mish_matches_reference_and_its_gradient(fn):
     (g1,) = torch.autograd.grad(fn(x).sum(), x)
     (g2,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_plain_mlp_init_gain_and_layer_norm_eps():
+    mlp = make_mlp(6, 3, (8, 8), layer_norm=True)
+    first, norm = mlp[0], mlp[1]
+    torch.testing.assert_close(first.weight.T @ first.weight, 2 * torch.eye(6), atol=1e-5, rtol=0)
+    assert (first.bias == 0).all() and norm.eps == 1e-6
+    assert EnsembleLayerNorm(2, 4).eps == 1e-6
+
+
+def test_step_embedding_matches_the_formula():
+    # flow-rl's PositionalEmbedding: f_k = exp(-k ln(1e4) / (half - 1)), [cos, sin]
+    n = torch.tensor([0.0, 1.0, 7.0])
+    half = 4
+    expected = []
+    for step in n.tolist():
+        f = [math.exp(-k * math.log(1e4) / (half - 1)) for k in range(half)]
+        expected.append([math.cos(step * x) for x in f] + [math.sin(step * x) for x in f])
+    torch.testing.assert_close(sinusoidal_embedding(n, 8), torch.tensor(expected))
+    assert sinusoidal_embedding(n, 8)[:, half - 1].tolist() == pytest.approx(
+        [math.cos(s * 1e-4) for s in n.tolist()]
+    )
+    with pytest.raises(ValueError, match="at least 4"):
+        sinusoidal_embedding(n, 2)
+
+
+def test_value_step_mlp_activates_both_layers():
+    v = DiffusionValueEnsemble(3, 2, num_members=2, hidden_sizes=(8,))
+    layers = list(v.step_mlp.layers)
+    assert [type(m).__name__ for m in layers] == [
+        "EnsembleLinear",
+        "Mish",
+        "EnsembleLinear",
+        "Mish",
+    ]
+    assert layers[2].weight.shape == (2, 128, 64)
+
+
+def test_reset_parameters_redraws_ensemble_layers():
+    linear, norm = EnsembleLinear(3, 4, 4), EnsembleLayerNorm(3, 4)
+    with torch.no_grad():
+        linear.bias.fill_(5.0)
+        norm.weight.fill_(3.0)
+        norm.bias.fill_(2.0)
+    before = linear.weight.detach().clone()
+    linear.reset_parameters()
+    norm.reset_parameters()
+    assert not torch.allclose(linear.weight, before)
+    torch.testing.assert_close(
+        linear.weight[0].T @ linear.weight[0], 2 * torch.eye(4), atol=1e-5, rtol=0
+    )
+    assert (linear.bias == 0).all() and (norm.weight == 1).all() and (norm.bias == 0).all()
+    q = QEnsemble(3, 2, num_members=2, hidden_sizes=(8,))
+    snapshot = {k: t.detach().clone() for k, t in q.named_parameters()}
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(1.0)
+    for m in q.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    for name, p in q.named_parameters():  # every tensor is re-drawn (weights) or reset (biases)
+        if name.endswith("bias"):
+            assert (p == 0).all(), name
+        else:
+            assert not torch.allclose(p, snapshot[name] + 1.0), name

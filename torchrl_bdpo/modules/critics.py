@@ -23,7 +23,7 @@ class QEnsemble(nn.Module):
     """``K`` independent critics ``Q_k(s, a)`` evaluated in one batched pass.
 
     Architecture (BDPO spec): MLP ``hidden_sizes`` (Mish) on ``[s, a]``,
-    LayerNorm optional (on for AntMaze). Orthogonal init, zero biases.
+    LayerNorm optional (on for AntMaze). Orthogonal init (gain sqrt 2), zero biases.
 
     Shapes: ``obs`` ``[*batch, O]``, ``action`` ``[*batch, A]`` (broadcastable)
     -> ``[*batch, K]``.
@@ -60,7 +60,8 @@ class QEnsemble(nn.Module):
 class DiffusionValueEnsemble(nn.Module):
     """``K`` independent diffusion values ``V_{n,k}(s, x_n)``, ``n = 1..N``.
 
-    Architecture (BDPO spec): ``[s, x_n, MLP[128, 64](emb64(n))]`` -> MLP
+    Architecture (BDPO spec, flow-rl's ``ScalarCriticWithDiscreteTime``):
+    ``[s, x_n, MLP[128, 64](emb64(n))]`` (Mish after both step-MLP layers) -> MLP
     ``hidden_sizes`` (Mish) with LayerNorm. Each member has its own step MLP.
 
     Shapes: ``obs`` ``[*batch, O]``, ``x`` ``[*batch, A]``, ``n`` ``[*batch]``
@@ -86,7 +87,9 @@ class DiffusionValueEnsemble(nn.Module):
         super().__init__()
         self.num_members = num_members
         self.embed_dim = embed_dim
-        self.step_mlp = EnsembleMLP(num_members, embed_dim, step_hidden[-1], step_hidden[:-1])
+        self.step_mlp = EnsembleMLP(
+            num_members, embed_dim, step_hidden[-1], step_hidden[:-1], activate_last=True
+        )
         self.mlp = EnsembleMLP(
             num_members,
             observation_dim + action_dim + step_hidden[-1],

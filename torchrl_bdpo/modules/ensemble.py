@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from torchrl_bdpo.modules.activation import Mish
+from torchrl_bdpo.modules.mlp import INIT_GAIN, LAYER_NORM_EPS
 
 
-def _orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+def _orthogonal_(weight: torch.Tensor, gain: float = INIT_GAIN) -> torch.Tensor:
     """Orthogonally initialises each member of a ``[K, in, out]`` weight independently."""
     with torch.no_grad():
         for member in weight:  # init-time only
@@ -31,7 +32,8 @@ class EnsembleLinear(nn.Module):
         input ``[K, P, in]`` (or ``[P, in]``, shared by all members);
         output ``[K, P, out]``.
 
-    Weights are orthogonally initialised per member, biases are zero.
+    Weights are orthogonally initialised per member with gain ``sqrt(2)`` (the authors'
+    init), biases are zero; :meth:`reset_parameters` draws them anew.
 
     Examples:
         >>> layer = EnsembleLinear(3, 4, 5)
@@ -45,8 +47,13 @@ class EnsembleLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, out_features))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         _orthogonal_(self.weight)
+        with torch.no_grad():
+            self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -60,14 +67,20 @@ class EnsembleLinear(nn.Module):
 class EnsembleLayerNorm(nn.Module):
     """LayerNorm over the last dimension with per-member affine parameters.
 
-    Shapes: input/output ``[K, P, D]``.
+    Shapes: input/output ``[K, P, D]``. ``eps`` defaults to Flax's 1e-6 (the authors' networks).
     """
 
-    def __init__(self, num_members: int, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_members: int, dim: int, eps: float = LAYER_NORM_EPS) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
+        self.weight = nn.Parameter(torch.empty(num_members, 1, dim))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x, x.shape[-1:], eps=self.eps)
@@ -85,6 +98,8 @@ class EnsembleMLP(nn.Module):
         activation (type): activation class. Defaults to :class:`~torchrl_bdpo.modules.activation.Mish`.
         layer_norm (bool): LayerNorm after each hidden linear layer (before the
             activation). Defaults to ``False``.
+        activate_last (bool): the activation after the output layer too (flow-rl's
+            ``MLP`` without ``output_dim``, as in V_n's step MLP). Defaults to ``False``.
 
     Shapes:
         input ``[P, in]`` (shared by all members) or ``[K, P, in]``;
@@ -105,6 +120,7 @@ class EnsembleMLP(nn.Module):
         *,
         activation: type[nn.Module] = Mish,
         layer_norm: bool = False,
+        activate_last: bool = False,
     ) -> None:
         super().__init__()
         if num_members < 1:
@@ -118,6 +134,8 @@ class EnsembleMLP(nn.Module):
                 layers.append(EnsembleLayerNorm(num_members, d_out))
             layers.append(activation())
         layers.append(EnsembleLinear(num_members, sizes[-1], out_features))
+        if activate_last:
+            layers.append(activation())
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ class NoiseNet(nn.Module):
 
     Architecture (BDPO spec): sinusoidal embedding of ``n`` (``embed_dim``) ->
     MLP ``step_hidden`` (Mish); then ``[x_n, emb, s]`` -> MLP ``hidden_sizes``
-    (Mish, optional LayerNorm) -> ``action_dim``. Orthogonal init, zero biases.
+    (Mish, optional LayerNorm) -> ``action_dim``. Orthogonal init (gain sqrt 2), zero biases.
 
     Args:
         observation_dim (int): state size.
