@@ -228,17 +228,15 @@ class BDPOTrainer:
         self.updaters["critic"].step()
         self._watch("loss_qvalue/loss_value", lq, lv, gq, gv)
         out.update(loss_qvalue=lq, loss_value=lv, grad_q=gq, grad_v=gv, **meta_q, **meta_v)
-        if (
-            t >= int(o.value_warmup_steps)
-            and (t - int(o.value_warmup_steps)) % int(o.actor_update_period) == 0
-        ):
+        # the authors' schedule: actor steps at t = 0, P, 2P, ... once t reaches the warm-up
+        if t >= int(o.value_warmup_steps) and t % int(o.actor_update_period) == 0:
             la, ga, meta_a = self.actor_update(batch)
             self.scheds["actor"].step()
             self.updaters["actor"].step()
             self._watch("loss_actor", la, ga)
             out.update(loss_actor=la, grad_actor=ga, **meta_a)
             if o.continue_behavior_training:
-                lb, gb = self.behavior_update(self.buffer.sample())
+                lb, gb = self.behavior_update(batch)  # the authors' code: the same batch
                 self.updaters["behavior"].step()
                 self._watch("loss_behavior", lb, gb)
                 out.update(loss_behavior=lb, grad_behavior=gb)
