@@ -375,6 +375,7 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
         bandit=task.bandit,
         stratified_steps=bool(cfg.loss.stratified_steps),
         element_reduction=str(cfg.loss.element_reduction),
+        validate_inputs=False,  # the data were validated once, at load (no host sync per update)
     )
     return loss.to(device)
 

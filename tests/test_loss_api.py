@@ -155,6 +155,10 @@ def test_loss_sampling_stays_stochastic_in_deterministic_mode():
         ({"backup": "median"}, "backup"),
         ({"penalty_placement": "middle"}, "penalty_placement"),
         ({"aggregation": "max"}, "aggregation"),
+        ({"eta": "0.2"}, "eta must be a finite number"),
+        ({"eta": float("inf")}, "eta must be a finite number"),
+        ({"rho": float("nan")}, "rho"),
+        ({"reduction": "median"}, "reduction"),
     ],
 )
 def test_invalid_settings(kwargs, match):
@@ -166,7 +170,7 @@ def test_batch_of_another_dtype_is_named():
     loss = make_loss()
     td = batch(4)
     td["observation"] = td["observation"].double()
-    with pytest.raises(TypeError, match="float32 but .*observation.*float64"):
+    with pytest.raises(TypeError, match="observation.*float64 but the networks are torch.float32"):
         loss.qvalue_loss(td)
 
 
@@ -210,3 +214,127 @@ def test_behavior_loss_module_matches_hand_computation(reduction):
     squared = (actor.policy.noise_net(x, n, td["observation"]) - eps) ** 2  # [32, A]
     expected = squared.sum() / (32 * (2 if reduction == "mean" else 1))
     torch.testing.assert_close(value, expected)
+
+
+@pytest.mark.parametrize(
+    "key,value,error,match",
+    [
+        (
+            "observation",
+            torch.randn(4, 5),
+            ValueError,
+            r"'observation' must have shape \[\*batch, 3\].*\(4, 5\)",
+        ),
+        (
+            ("next", "observation"),
+            torch.randn(4, 2),
+            ValueError,
+            r"\('next', 'observation'\) must have shape",
+        ),
+        ("action", torch.rand(4, 3) - 0.5, ValueError, r"'action' must have shape \[\*batch, 2\]"),
+        (
+            ("next", "reward"),
+            torch.randn(4, 2),
+            ValueError,
+            r"'reward'\) must hold one value per row.*\[4, 2\]",
+        ),
+        ("action", torch.zeros(4, 2, dtype=torch.bool), TypeError, r"'action' is torch.bool"),
+        (
+            "action",
+            torch.zeros(4, 2, dtype=torch.bfloat16),
+            TypeError,
+            r"'action' is torch.bfloat16",
+        ),
+        (
+            ("next", "terminated"),
+            torch.full((4, 1), 2.0),
+            ValueError,
+            r"'terminated'\) must hold 0/1",
+        ),
+        (
+            "action",
+            torch.full((4, 2), 1.5),
+            ValueError,
+            r"'action' has values outside the action box",
+        ),
+    ],
+)
+def test_bad_inputs_are_named(key, value, error, match):
+    loss = make_loss()
+    td = batch(4)
+    td.set(key, value)
+    with pytest.raises(error, match=match):
+        loss(td)
+
+
+def test_empty_batch_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        make_loss()(batch(0))
+
+
+def test_value_checks_can_be_turned_off():
+    loss = make_loss(validate_inputs=False)
+    td = batch(4)
+    td["action"] = torch.full((4, 2), 1.5)
+    assert torch.isfinite(loss(td)["loss_qvalue"])
+
+
+def _padded(valid: TensorDict, pad: int) -> TensorDict:
+    garbage = batch(pad)
+    garbage["next", "reward"] = torch.full((pad, 1), 1e6)
+    td = torch.cat([valid, garbage], 0)
+    td["collector", "mask"] = torch.arange(len(td)).unsqueeze(-1) < len(valid)
+    return td
+
+
+def test_loss_mask_rows_do_not_count():
+    """TorchRL's ("collector", "mask"): padded rows change neither the losses nor the diagnostics.
+    A bandit Q target (the reward) has no random draws, so the masked loss must equal the loss of
+    the valid rows alone exactly."""
+    loss = make_loss(bandit=True)
+    valid = batch(8)
+    padded = _padded(valid, 4)
+    expected, meta_valid = loss.qvalue_loss(valid)
+    masked, meta_masked = loss.qvalue_loss(padded)
+    torch.testing.assert_close(masked, expected)
+    for key in ("q_mean", "q_std", "target_q"):
+        torch.testing.assert_close(meta_masked[key], meta_valid[key])
+    loss.loss_mask_key = None  # masking off: the garbage counts
+    assert loss.qvalue_loss(padded)[0] > 1e9
+
+
+def test_loss_mask_in_every_loss_and_reduction_none():
+    loss = make_loss(reduction="none")
+    padded = _padded(batch(6), 3)
+    out = loss(padded)
+    for key in ("loss_qvalue", "loss_value", "loss_actor"):
+        assert out[key].shape == (9,), key
+        assert (out[key][6:] == 0).all() and (out[key][:6] != 0).all(), key
+    assert loss.behavior_loss(padded)[0].shape == (9,)
+    mean_loss = make_loss(reduction="mean")
+    mean_loss.load_state_dict(loss.state_dict())
+    torch.manual_seed(0)
+    per_row = loss.actor_loss(padded)[0]
+    torch.manual_seed(0)
+    torch.testing.assert_close(mean_loss.actor_loss(padded)[0], per_row[:6].mean())
+    target_q = loss.qvalue_loss(padded)[1]["target_q"]
+    assert target_q.abs() < 1e5  # the padded rows' 1e6 rewards are not in the diagnostics
+
+
+def test_reset_parameters_recursive_redraws_every_critic_tensor():
+    loss = make_loss()
+    for group in ("qvalue_network", "value_network"):
+        params = getattr(loss, f"{group}_params")
+        with torch.no_grad():
+            for p in params.values(True, True):
+                p.add_(1.0)
+    before = {g: getattr(loss, f"{g}_params").clone() for g in ("qvalue_network", "value_network")}
+    loss.reset_parameters_recursive()
+    for group, snap in before.items():
+        for key, p in getattr(loss, f"{group}_params").items(True, True):
+            assert not torch.equal(p, snap[key]), (group, key)
+    with loss.qvalue_network_params.to_module(loss.qvalue_network):
+        layer = loss.qvalue_network.module.mlp.layers[0]
+        w = layer.weight[0]  # re-drawn with the authors' init: orthogonal, gain sqrt(2)
+        torch.testing.assert_close(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-5, rtol=0)
+        assert (layer.bias == 0).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -105,6 +107,13 @@ class BDPOLoss(LossModule):
             differ only through gradient-norm clipping (and Adam's epsilon): ``"sum"``
             makes the gradients ``K`` (or ``A``) times larger, so a clip at 1.0 acts more
             often. Defaults to ``"mean"``.
+        reduction ("mean" | "sum" | "none"): TorchRL's batch reduction of each loss:
+            ``"none"`` returns one value per row (shape ``[*batch]``). Rows that TorchRL's loss
+            mask marks invalid (``loss_mask_key``: ``("collector", "mask")`` by default) do
+            not count, in the losses and in the diagnostics. Defaults to ``"mean"``.
+        validate_inputs (bool): check, in eager mode, that actions lie in the actor's box and
+            termination flags are 0/1 (one host sync per loss call; shapes and dtypes are always
+            checked). Turn it off once the data are validated. Defaults to ``True``.
 
     Examples:
         >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
@@ -203,8 +212,15 @@ class BDPOLoss(LossModule):
         bandit: bool = False,
         stratified_steps: bool = False,
         element_reduction: Literal["mean", "sum"] = "mean",
+        reduction: Literal["mean", "sum", "none"] = "mean",
+        validate_inputs: bool = True,
     ) -> None:
         _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation)
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(
+                f"Invalid BDPOLoss settings: reduction must be 'mean', 'sum' or 'none' (got "
+                f"{reduction!r})."
+            )
         if element_reduction not in _ELEMENT_REDUCTIONS:
             raise ValueError(
                 f"Invalid BDPOLoss settings: element_reduction must be one of "
@@ -238,6 +254,8 @@ class BDPOLoss(LossModule):
         self.bandit = bool(bandit)
         self.stratified_steps = bool(stratified_steps)
         self.element_reduction = element_reduction
+        self.reduction = reduction
+        self.validate_inputs = bool(validate_inputs)
         self.schedule = a_sched
 
     # ------------------------------------------------------------------ keys
@@ -278,19 +296,61 @@ class BDPOLoss(LossModule):
                 f"with loss.set_keys(...), e.g. set_keys(observation='obs', reward='rew'); "
                 f"current mapping: {self.tensor_keys}."
             )
-        dtype = self.schedule.betas.dtype
-        flags = ("next", self.tensor_keys.terminated)  # flags may be of any dtype
-        wrong = [
-            (k, v.dtype)
-            for k, v in zip(keys, values)
-            if v.is_floating_point() and v.dtype != dtype and k != flags
-        ]
-        if wrong:
-            raise TypeError(
-                f"BDPOLoss.{method}: the networks are {dtype} but {wrong} are not; cast the "
-                f"batch (e.g. td.to({dtype})) or the loss (loss.to(dtype))."
-            )
+        for key, value in zip(keys, values):
+            self._check_input(key, value, method)
         return values
+
+    def _check_input(self, key: NestedKey, value: torch.Tensor, method: str) -> None:
+        """Shape and dtype checks (free), and value checks in eager mode when ``validate_inputs``."""
+        keys, dtype = self.tensor_keys, self.schedule.betas.dtype
+        where = f"BDPOLoss.{method}: {key!r}"
+        flags = key == ("next", keys.terminated)
+        if not flags and (not value.is_floating_point() or value.dtype != dtype):
+            raise TypeError(
+                f"{where} is {value.dtype} but the networks are {dtype}; cast the batch (e.g. "
+                f"td.to({dtype})) or the loss (loss.to(dtype))."
+            )
+        net = self.actor_network.policy.noise_net
+        widths = {
+            keys.observation: getattr(net, "observation_dim", None),
+            ("next", keys.observation): getattr(net, "observation_dim", None),
+            keys.action: getattr(net, "action_dim", None),
+        }
+        expected = widths.get(key)
+        if expected is not None and (value.ndim == 0 or value.shape[-1] != expected):
+            raise ValueError(
+                f"{where} must have shape [*batch, {expected}] (the networks' width), got "
+                f"{tuple(value.shape)}."
+            )
+        if value.numel() == 0:
+            raise ValueError(
+                f"{where} is empty (shape {tuple(value.shape)}): the batch has no rows."
+            )
+        if not self.validate_inputs or torch.compiler.is_compiling():
+            return
+        if flags and not ((value == 0) | (value == 1)).all():
+            raise ValueError(
+                f"{where} must hold 0/1 (or bool) termination flags, got other values."
+            )
+        if key == keys.action:
+            policy = self.actor_network.policy
+            low, high = policy.action_low.to(value.dtype), policy.action_high.to(value.dtype)
+            if not ((value >= low) & (value <= high)).all():
+                raise ValueError(
+                    f"{where} has values outside the action box [{low.tolist()}, {high.tolist()}] "
+                    f"(min {value.min().item():.4g}, max {value.max().item():.4g}); BDPO's sampler "
+                    "works in that box: rescale the actions."
+                )
+
+    def _rows(self, tensordict: TensorDictBase, key: NestedKey, batch: torch.Size, method: str):
+        """A per-row input (reward, flags) as ``[rows]``: shape ``[*batch]`` or ``[*batch, 1]``."""
+        (value,) = self._get(tensordict, [key], method)
+        if tuple(value.shape) not in (tuple(batch), (*batch, 1)):
+            raise ValueError(
+                f"BDPOLoss.{method}: {key!r} must hold one value per row, shape "
+                f"{list(batch)} or {[*batch, 1]}, got {list(value.shape)}."
+            )
+        return value.reshape(-1)
 
     # ------------------------------------------------------------ functional
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -434,14 +494,15 @@ class BDPOLoss(LossModule):
         return x, torch.stack(kls[::-1], 0)
 
     def q_target(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
-        """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics."""
+        """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics (over unmasked rows)."""
         keys = self.tensor_keys
-        (reward,) = self._get(tensordict, [("next", keys.reward)], "qvalue_loss")
-        reward = reward.reshape(-1)
-        if self.bandit:  # every transition is terminal: no flags needed
-            return reward, {}
-        (term,) = self._get(tensordict, [("next", keys.terminated)], "qvalue_loss")
+        if self.bandit:  # every transition is terminal: no next state or flags needed
+            (obs,) = self._get(tensordict, [keys.observation], "qvalue_loss")
+            return self._rows(tensordict, ("next", keys.reward), obs.shape[:-1], "qvalue_loss"), {}
         (next_obs,) = self._get(tensordict, [("next", keys.observation)], "qvalue_loss")
+        batch = next_obs.shape[:-1]
+        reward = self._rows(tensordict, ("next", keys.reward), batch, "qvalue_loss")
+        term = self._rows(tensordict, ("next", keys.terminated), batch, "qvalue_loss")
         next_obs = next_obs.reshape(-1, next_obs.shape[-1])
         b, m = next_obs.shape[0], self.num_samples
         with torch.no_grad():
@@ -451,35 +512,45 @@ class BDPOLoss(LossModule):
             q_next = self._q(self.target_qvalue_network_params, s, action)  # [B, M, K]
             q_next = q_next.mean(-2) if self.backup == "mean" else q_next.amax(-2)
             boot = self._aggregate(q_next)
-            nonterminal = 1.0 - term.reshape(-1).to(reward.dtype)  # bool, integer or float flags
+            nonterminal = 1.0 - term.to(reward.dtype)  # bool, integer or float flags
             if self.penalty_placement == "inside":
                 target = reward + self.gamma * nonterminal * (boot - self.eta * penalty)
             else:
                 target = reward + self.gamma * nonterminal * boot - self.eta * penalty
-        return target, {"penalty": penalty.mean(), "kl_per_step": kl.mean((1, 2))}
+            mask = self._row_mask(tensordict, batch)
+            meta = {
+                "penalty": self._mean(penalty, mask),
+                "kl_per_step": self._mean(kl.mean(-1).T, mask),
+            }
+        return target, meta
 
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
-        """Squared TD error of every critic onto ``y_Q`` (reduced over members, mean over the batch)."""
+        """Squared TD error of every critic onto ``y_Q`` (reduced over members, then over the batch
+        by ``reduction``; rows masked by TorchRL's loss mask do not count)."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "qvalue_loss")
+        batch = obs.shape[:-1]
         target, meta = self.q_target(tensordict)
         q = self._q(
             self.qvalue_network_params,
             obs.reshape(-1, obs.shape[-1]),
             act.reshape(-1, act.shape[-1]),
         )
-        loss = self._reduce_elements((q - target.unsqueeze(-1)).pow(2)).mean()
-        meta.update(
-            q_mean=q.detach().mean(),
-            q_std=q.detach().std(-1, correction=0).mean(),
-            target_q=target.mean(),
-        )
-        return loss, meta
+        loss = self._reduce_elements((q - target.unsqueeze(-1)).pow(2))
+        with torch.no_grad():
+            mask = self._row_mask(tensordict, batch)
+            meta.update(
+                q_mean=self._mean(q.mean(-1), mask),
+                q_std=self._mean(q.std(-1, correction=0), mask),
+                target_q=self._mean(target, mask),
+            )
+        return self._reduce_loss(loss.reshape(batch), tensordict), meta
 
     def value_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """Squared error of every ``V_n`` member onto ``y_V`` at forward-noised dataset actions."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "value_loss")
+        batch = obs.shape[:-1]
         obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
         x_n, n = self._noisy_dataset_actions(act)
         with torch.no_grad():
@@ -488,13 +559,17 @@ class BDPOLoss(LossModule):
             kl = self._kl(eps_pi, eps_nu, n)
             target = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2)) - self.eta * kl
         v = self._v(self.value_network_params, obs, x_n, n)
-        loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2)).mean()
-        return loss, {"v_mean": v.detach().mean(), "target_v": target.mean()}
+        loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2))
+        with torch.no_grad():
+            mask = self._row_mask(tensordict, batch)
+            meta = {"v_mean": self._mean(v.mean(-1), mask), "target_v": self._mean(target, mask)}
+        return self._reduce_loss(loss.reshape(batch), tensordict), meta
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """One reparameterised reverse step of the online actor, scored by the target values minus ``η l_n``."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "actor_loss")
+        batch = obs.shape[:-1]
         obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
         x_n, n = self._noisy_dataset_actions(act)
         x_prev, eps_pi = self._one_step("actor_network_params", obs, x_n, n)
@@ -502,8 +577,11 @@ class BDPOLoss(LossModule):
             eps_nu = self._noise("target_behavior_network_params", obs, x_n, n)
         kl = self._kl(eps_pi, eps_nu, n)
         value = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2))
-        loss = -(value - self.eta * kl).mean()
-        return loss, {"actor_kl": kl.detach().mean(), "actor_value": value.detach().mean()}
+        loss = -(value - self.eta * kl)
+        with torch.no_grad():
+            mask = self._row_mask(tensordict, batch)
+            meta = {"actor_kl": self._mean(kl, mask), "actor_value": self._mean(value, mask)}
+        return self._reduce_loss(loss.reshape(batch), tensordict), meta
 
     def behavior_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """Epsilon-prediction MSE of the online behavior model (pre-training / continued training)."""
@@ -518,7 +596,32 @@ class BDPOLoss(LossModule):
                 act.reshape(-1, act.shape[-1]),
                 reduction=self.element_reduction,
             )
-        return err.mean(), {}
+        return self._reduce_loss(err.reshape(obs.shape[:-1]), tensordict), {}
+
+    # ------------------------------------------------------------------ masks
+    def _row_mask(self, tensordict: TensorDictBase, batch: torch.Size) -> torch.Tensor | None:
+        """TorchRL's loss mask (``loss_mask_key``, e.g. ``("collector", "mask")``) as ``[rows]`` bools."""
+        mask = None
+        for key in self._loss_mask_keys():
+            value = tensordict.get(key, None)
+            if value is None:
+                continue
+            if value.numel() != math.prod(batch):
+                raise ValueError(
+                    f"BDPOLoss: the loss mask {key!r} has shape {tuple(value.shape)} but the batch "
+                    f"has shape {tuple(batch)}."
+                )
+            value = value.reshape(-1).bool()
+            mask = value if mask is None else mask & value
+        return mask
+
+    @staticmethod
+    def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean over the leading (row) axis of ``values``, over unmasked rows."""
+        if mask is None:
+            return values.mean(0)
+        keep = mask.view(-1, *([1] * (values.ndim - 1)))
+        return torch.where(keep, values, 0.0).sum(0) / mask.sum().clamp_min(1)
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -549,15 +652,21 @@ class BDPOLoss(LossModule):
                 dest.get(key).data.copy_(value)
 
 
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation) -> None:
     problems = []
-    if not eta > 0:
-        problems.append(f"eta must be > 0 (got {eta})")
-    if not rho >= 0:
-        problems.append(f"rho must be >= 0 (got {rho})")
-    if not 0 <= gamma <= 1:
-        problems.append(f"gamma must be in [0, 1] (got {gamma})")
-    if not (isinstance(num_samples, int) and num_samples >= 1):
+    if not (_real(eta) and eta > 0):
+        problems.append(f"eta must be a finite number > 0 (got {eta!r})")
+    if not (_real(rho) and rho >= 0):
+        problems.append(f"rho must be a finite number >= 0 (got {rho!r})")
+    if not (_real(gamma) and 0 <= gamma <= 1):
+        problems.append(f"gamma must be a number in [0, 1] (got {gamma!r})")
+    if not (
+        isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples >= 1
+    ):
         problems.append(f"num_samples (M) must be an integer >= 1 (got {num_samples})")
     if backup not in _BACKUPS:
         problems.append(f"backup must be one of {_BACKUPS} (got {backup!r})")
