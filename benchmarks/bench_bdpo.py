@@ -55,7 +55,12 @@ from torch.nn.utils import clip_grad_norm_
 from torchrl_bdpo import BDPOLoss, GroupSoftUpdate, QSelectionPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-from bdpo_utils import TaskData, make_loss_module, make_target_updaters  # noqa: E402
+from bdpo_utils import (  # noqa: E402
+    TaskData,
+    make_loss_module,
+    make_target_updaters,
+    precision_autocast,
+)
 
 __all__ = [
     "GOALS",
@@ -184,6 +189,7 @@ class BenchComponents:
     value_params: list[torch.Tensor]
     actor_params: list[torch.Tensor]
     eval_policy: QSelectionPolicy
+    precision: str = "fp32"
     batches: list[TensorDictBase] = field(default_factory=list)
     eval_inputs: dict[int, TensorDictBase] = field(default_factory=dict)
 
@@ -234,6 +240,7 @@ def make_bench_components(
     num_batches: int = 4,
     seed: int = 0,
     stratified_steps: bool = True,
+    precision: str = "fp32",
 ) -> BenchComponents:
     """Builds the loss, EMA updaters, optimizers, eval policy and synthetic batches of a shape set.
 
@@ -244,8 +251,10 @@ def make_bench_components(
         adam: ``"fused"`` (default: about 7x faster than the for-loop Adam on CPU for the
             critics' 3M parameters), ``"foreach"`` or ``"default"`` (torch's choice).
         capturable: Adam with ``capturable=True`` (needed inside CUDA graphs).
-        stratified_steps: BDPOLoss's fast path (the recipe's default): target Q and V
+        stratified_steps: BDPOLoss's fast path (the recipe's loss.stratified_steps=true): target Q and V
             each run only on their own rows. ``False`` times the plain path.
+        precision: ``"fp32"`` or ``"bf16"`` (the recipe's ``precision``: the losses' forward
+            passes under bfloat16 autocast, float32 weights and optimiser state).
     """
     shape = SHAPE_SETS[shape_set] if isinstance(shape_set, str) else shape_set
     if tiny:
@@ -325,6 +334,7 @@ def make_bench_components(
         value_params=value_params,
         actor_params=actor_params,
         eval_policy=eval_policy,
+        precision=precision,
         batches=[make_batch(shape, device) for _ in range(num_batches)],
         # "action" is present from the start (overwritten by each call): a constant structure
         eval_inputs={
@@ -367,6 +377,7 @@ class UpdateFns:
 
 def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callable]:
     loss = c.loss
+    autocast = precision_autocast(c.device, c.precision)  # the recipe's bf16 path
 
     def optimise(value, opt, params, ema) -> torch.Tensor:
         """backward -> grad-norm clip 1.0 -> optimiser step -> EMA step."""
@@ -378,14 +389,16 @@ def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callab
 
     def pretrain_step(batch: TensorDictBase) -> torch.Tensor:
         c.behavior_opt.zero_grad(set_to_none=True)
-        value, _ = loss.behavior_loss(batch)
+        with autocast():
+            value, _ = loss.behavior_loss(batch)
         return optimise(value, c.behavior_opt, c.behavior_params, c.behavior_ema)
 
     def critic_step(batch: TensorDictBase) -> torch.Tensor:
         c.critic_opt.zero_grad(set_to_none=True)
-        loss_q, _ = loss.qvalue_loss(batch)
-        loss_v, _ = loss.value_loss(batch)
-        total = loss_q + loss_v
+        with autocast():
+            loss_q, _ = loss.qvalue_loss(batch)
+            loss_v, _ = loss.value_loss(batch)
+        total = (loss_q + loss_v).float()
         total.backward()
         clip_grad_norm_(c.qvalue_params, 1.0)
         clip_grad_norm_(c.value_params, 1.0)
@@ -395,7 +408,8 @@ def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callab
 
     def actor_step(batch: TensorDictBase) -> torch.Tensor:
         c.actor_opt.zero_grad(set_to_none=True)
-        value, _ = loss.actor_loss(batch)
+        with autocast():
+            value, _ = loss.actor_loss(batch)
         return optimise(value, c.actor_opt, c.actor_params, c.actor_ema)
 
     def sample(td: TensorDictBase) -> TensorDictBase:
@@ -513,12 +527,16 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def matmul_gflops(
-    device: torch.device, size: int = 2048, seconds: float = 2.0, min_iters: int = 3
+    device: torch.device,
+    size: int = 2048,
+    seconds: float = 2.0,
+    min_iters: int = 3,
+    dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Measured float32 ``size x size`` matmul rate (GFLOP/s) at the current thread count."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
+    """Measured ``size x size`` matmul rate (GFLOP/s) in ``dtype`` at the current thread count."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     n, elapsed = _time_loop(
         lambda i: torch.mm(a, b, out=out), device, seconds=seconds, min_iters=min_iters
@@ -673,9 +691,10 @@ def conditions(args: argparse.Namespace, device: torch.device) -> dict:
         else None,
         "shapes": list(args.shapes),
         "adam": args.adam,
+        "precision": args.precision,
         "fast_paths": "off (--plain)"
         if args.plain
-        else "stratified steps (BDPOLoss default in the recipe)",
+        else "stratified steps (loss.stratified_steps=true in the recipe)",
         "seconds_per_measurement": args.seconds,
         "warmup_calls": args.warmup,
         "quick": args.quick,
@@ -785,8 +804,13 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     cond["seconds_per_measurement"], cond["warmup_calls"] = seconds, warmup
     msize = 512 if args.quick else args.matmul_size
     cond["matmul_size"] = msize
-    cond["matmul_gflops"] = matmul_gflops(device, msize, seconds=0.2 if args.quick else 2.0)
-    log(f"dense matmul {msize}x{msize} fp32: {cond['matmul_gflops']:.1f} GFLOP/s")
+    # the rate of the matmuls the steps run: bfloat16 under precision=bf16
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    cond["matmul_dtype"] = str(dtype).removeprefix("torch.")
+    cond["matmul_gflops"] = matmul_gflops(
+        device, msize, seconds=0.2 if args.quick else 2.0, dtype=dtype
+    )
+    log(f"dense matmul {msize}x{msize} {cond['matmul_dtype']}: {cond['matmul_gflops']:.1f} GFLOP/s")
 
     results: dict = {}
     for shape_name in args.shapes:
@@ -803,6 +827,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                     adam=args.adam,
                     capturable=(mode == "cudagraphs"),
                     stratified_steps=not args.plain,
+                    precision=args.precision,
                 )
                 comps = build()
                 if flops is None:  # counted on a copy: counting runs (and changes) the steps
@@ -860,6 +885,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matmul-size", type=int, default=2048, help="size of the reference matmul")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: the losses' forward passes under bfloat16 autocast (the recipe's precision=bf16)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="also print a torch.profiler table of one eager mixed cycle per shape set",
@@ -890,6 +921,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 tiny=args.tiny,
                 adam=args.adam,
                 stratified_steps=not args.plain,
+                precision=args.precision,
             )
             print(
                 f"\n== profile: {shape_name}, one eager mixed cycle "

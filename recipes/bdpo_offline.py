@@ -49,6 +49,7 @@ from bdpo_utils import (  # noqa: E402
     make_replay_buffer,
     make_target_updaters,
     make_task_data,
+    precision_autocast,
     run_settings,
     set_threads_and_device,
     trainable,
@@ -144,16 +145,24 @@ class BDPOTrainer:
 
         # The loss computations (forward, and through AOTAutograd their backward) are what
         # torch.compile captures; optimiser steps and clipping stay eager (no graph breaks).
+        # precision=bf16: the losses' forward passes run under autocast (matmuls in bfloat16,
+        # AMX where the CPU has it); weights, gradients, Adam and EMA stay float32.
+        autocast = precision_autocast(self.device, str(self.cfg.get("precision", "fp32")))
+
         def behavior_losses(batch):
-            return loss.behavior_loss(batch)[0]
+            with autocast():
+                return loss.behavior_loss(batch)[0].float()
 
         def critic_losses(batch):
-            lq, meta_q = loss.qvalue_loss(batch)
-            lv, meta_v = loss.value_loss(batch)
-            return lq, lv, meta_q, meta_v
+            with autocast():
+                lq, meta_q = loss.qvalue_loss(batch)
+                lv, meta_v = loss.value_loss(batch)
+            return lq.float(), lv.float(), meta_q, meta_v
 
         def actor_losses(batch):
-            return loss.actor_loss(batch)
+            with autocast():
+                value, meta = loss.actor_loss(batch)
+            return value.float(), meta
 
         if self.cfg.compile:
             behavior_losses, critic_losses, actor_losses = compile_functions(

@@ -7,6 +7,7 @@ Laid out like TorchRL's sota-implementations ``utils.py`` files: ``validate_conf
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,20 @@ def compile_functions(fns, mode: str) -> list:
 
     torch._dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
     return [torch.compile(fn, mode=None if mode == "default" else mode) for fn in fns]
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_autocast(device: torch.device, precision: str):
+    """A context-manager factory for the losses' forward passes: bfloat16 autocast for
+    ``precision="bf16"`` (matmuls in bfloat16; weights, gradients, Adam and EMA stay float32),
+    a no-op for ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    return functools.partial(
+        torch.autocast, torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    )
 
 
 # Settings that do not change what a run computes (may differ on resume).

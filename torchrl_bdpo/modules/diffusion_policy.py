@@ -92,12 +92,15 @@ class DiffusionPolicy(nn.Module):
         *,
         step_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``eps(x_n, n, s)``; ``n`` is an integer tensor broadcastable to ``x.shape[:-1]`` or an int."""
+        """``eps(x_n, n, s)`` in ``x``'s dtype; ``n`` is an integer tensor broadcastable to ``x.shape[:-1]``
+        or an int."""
         if isinstance(n, int):
             n = torch.full(x.shape[:-1], n, dtype=torch.long, device=x.device)
         if step_features is None:
-            return self.noise_net(x, n, obs)
-        return self.noise_net(x, n, obs, step_features=step_features)
+            eps = self.noise_net(x, n, obs)
+        else:
+            eps = self.noise_net(x, n, obs, step_features=step_features)
+        return eps.to(x.dtype)  # in x's dtype under bfloat16 autocast too (a no-op otherwise)
 
     def step_feature_table(
         self, device=None, dtype: torch.dtype = torch.float32

@@ -356,14 +356,16 @@ class BDPOLoss(LossModule):
     def _q(self, params: TensorDictBase, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Ensemble critic ``[*batch, K]``."""
         with params.to_module(self.qvalue_network, preserve_module_state=False):
-            return call_network(self.qvalue_network, self.tensor_keys.state_action_value, obs, act)
+            q = call_network(self.qvalue_network, self.tensor_keys.state_action_value, obs, act)
+        return q.to(obs.dtype)  # float32 targets and aggregation under bfloat16 autocast
 
     def _v(
         self, params: TensorDictBase, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor
     ) -> torch.Tensor:
         """Ensemble diffusion value ``[*batch, K]``."""
         with params.to_module(self.value_network, preserve_module_state=False):
-            return call_network(self.value_network, self.tensor_keys.state_value, obs, x, n)
+            v = call_network(self.value_network, self.tensor_keys.state_value, obs, x, n)
+        return v.to(obs.dtype)
 
     def _noise(self, which: str, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor):
         module = self.behavior_network if "behavior" in which else self.actor_network
