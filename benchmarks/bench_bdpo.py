@@ -763,7 +763,8 @@ def format_report(report: dict) -> str:
                 lines.append(f"  {m}: ERROR {by_mode[m]['error']}")
     if report.get("comparison"):
         lines.append(
-            "\n== vs the authors' JAX code (2-core CPU; ratio = ours / their best figure) =="
+            "\n== vs the authors' JAX code MEASURED ELSEWHERE (stored ranges, another CPU; ratio = ours "
+            "/ their best figure; --flowrl gives same-run ratios) =="
         )
         for shape, by_mode in report["comparison"].items():
             for mode, rows in by_mode.items():
@@ -778,6 +779,110 @@ def format_report(report: dict) -> str:
                         f"{'MET' if row['met'] else 'not met'}"
                     )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ side by side
+
+#: Figures timed on both sides (hopper shapes), and whether lower is better.
+SIDE_BY_SIDE = {
+    "pretrain_steps_per_s": False,
+    "critic_steps_per_s": False,
+    "mixed_steps_per_s": False,
+    "sample_ms_b1": True,
+    "sample_ms_b256": True,
+}
+
+
+def run_flowrl(args: argparse.Namespace, seconds: float, warmup: int) -> dict:
+    """One block of the authors' code: ``flowrl_timing.py`` in the JAX environment."""
+    import subprocess
+    import tempfile
+
+    script = Path(__file__).resolve().parent / "flowrl_timing.py"
+    shape = SHAPE_SETS["hopper"].tiny() if args.tiny else SHAPE_SETS["hopper"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "jax.json"
+        cmd = [
+            args.jax_python, str(script), "--flowrl", args.flowrl, "--json", str(out),
+            "--seconds", str(seconds), "--warmup", str(warmup),
+            "--obs", str(shape.obs_dim), "--act", str(shape.act_dim),
+            "--batch", str(shape.batch_size), "--steps", str(shape.num_steps),
+            "--members", str(shape.num_members), "--samples", str(shape.num_samples),
+            "--noise-hidden", str(shape.noise_hidden[0]),
+            "--critic-hidden", str(shape.critic_hidden[0]),
+        ]  # fmt: skip
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"flowrl_timing.py failed:\n{done.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def run_side_by_side(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """Interleaves the authors' JAX code and ours (A B A B ..., ``--rounds`` rounds, hopper
+    shapes), with the load average at the start of every block, and reports the median
+    ratio ours / JAX per figure and mode (with the per-round range)."""
+    args.shapes = ["hopper"]
+    seconds, warmup = (0.5, 1) if args.quick else (args.seconds, args.warmup)
+    blocks = []
+    for r in range(args.rounds):
+        load = list(os.getloadavg())
+        log(f"[round {r + 1}/{args.rounds}] authors' JAX code (load {load[0]:.2f})")
+        jax = run_flowrl(args, seconds, warmup)
+        blocks.append({"round": r, "side": "jax", "loadavg_start": load, "figures": jax["figures"]})
+        load = list(os.getloadavg())
+        log(f"[round {r + 1}/{args.rounds}] ours (load {load[0]:.2f})")
+        ours = run_benchmark(args, log=log)
+        blocks.append(
+            {
+                "round": r,
+                "side": "ours",
+                "loadavg_start": load,
+                "results": ours["results"]["hopper"],
+            }
+        )
+    ratios: dict = {}
+    for mode in args.modes:
+        for key, lower_is_better in SIDE_BY_SIDE.items():
+            per_round = []
+            for r in range(args.rounds):
+                jax_v = blocks[2 * r]["figures"].get(key)
+                ours_v = blocks[2 * r + 1]["results"].get(mode, {}).get(key)
+                if isinstance(jax_v, float) and isinstance(ours_v, float):
+                    per_round.append(ours_v / jax_v)
+            if per_round:
+                per_round.sort()
+                median = (
+                    per_round[len(per_round) // 2]
+                    if len(per_round) % 2
+                    else 0.5 * (per_round[len(per_round) // 2 - 1] + per_round[len(per_round) // 2])
+                )
+                ratios.setdefault(mode, {})[key] = {
+                    "median": median,
+                    "range": [per_round[0], per_round[-1]],
+                    "lower_is_better": lower_is_better,
+                }
+    return {
+        "conditions": {**conditions(args, torch.device(args.device)), "rounds": args.rounds},
+        "flowrl": {"path": str(args.flowrl), "jax_python": args.jax_python},
+        "blocks": blocks,
+        "ratios": ratios,
+    }
+
+
+def format_side_by_side(report: dict) -> str:
+    rows = ["\n== side by side (ratio = ours / JAX, median over rounds [min-max]) =="]
+    for block in report["blocks"]:
+        rows.append(
+            f"  round {block['round'] + 1} {block['side']:<4} load {block['loadavg_start'][0]:.2f}"
+        )
+    for mode, by_key in report["ratios"].items():
+        rows.append(f"  {mode}:")
+        for key, r in by_key.items():
+            better = "lower is better" if r["lower_is_better"] else "higher is better"
+            lo, hi = r["range"]
+            rows.append(f"    {key:<22} {r['median']:7.3f}  [{lo:.3f}-{hi:.3f}]  ({better})")
+    return "\n".join(rows)
 
 
 # ------------------------------------------------------------------ driver
@@ -899,6 +1004,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plain", action="store_true", help="time BDPOLoss without its fast paths (i.i.d. steps)"
     )
+    p.add_argument(
+        "--flowrl",
+        metavar="PATH",
+        help="a flow-rl checkout: time the authors' JAX code in the same run, interleaved with ours",
+    )
+    p.add_argument("--jax-python", metavar="PATH", help="the Python of a JAX environment")
+    p.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (A B A B ...)")
     return p
 
 
@@ -910,6 +1022,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for m in args.modes:
         if m not in ("eager", "compile", "cudagraphs"):
             raise SystemExit(f"Unknown mode {m!r}; choose from eager, compile, cudagraphs.")
+    if args.flowrl:
+        if not args.jax_python:
+            raise SystemExit("--flowrl needs --jax-python (the Python of a JAX environment).")
+        report = run_side_by_side(args)
+        print(format_side_by_side(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2, default=str)
+            print(f"\nwrote {args.json}")
+        return report
     report = run_benchmark(args)
     print()
     print(format_report(report))

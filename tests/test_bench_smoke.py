@@ -80,3 +80,46 @@ def test_update_fns_are_reusable(bench):
 def test_unknown_shape_set_is_rejected(bench):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--shapes", "walker"])
+
+
+def test_side_by_side_interleaves_blocks_and_reports_median_ratios(bench, tmp_path, monkeypatch):
+    """--flowrl mode: JAX and our blocks alternate; ratios are ours / JAX per round, median-reported.
+    The JAX side is a stand-in here (CI has no JAX); its figures are fixed so the ratios are known."""
+    calls = []
+    jax_figures = [
+        {"pretrain_steps_per_s": 100.0, "critic_steps_per_s": 2.0, "mixed_steps_per_s": 1.0,
+         "sample_ms_b1": 2.0, "sample_ms_b256": 200.0},
+        {"pretrain_steps_per_s": 50.0, "critic_steps_per_s": 1.0, "mixed_steps_per_s": 0.5,
+         "sample_ms_b1": 4.0, "sample_ms_b256": 400.0},
+    ]  # fmt: skip
+
+    def fake_flowrl(args, seconds, warmup):
+        calls.append("jax")
+        return {"figures": jax_figures[calls.count("jax") - 1]}
+
+    real = bench.run_benchmark
+
+    def ours(args, log=print):
+        calls.append("ours")
+        return real(args, log=log)
+
+    monkeypatch.setattr(bench, "run_flowrl", fake_flowrl)
+    monkeypatch.setattr(bench, "run_benchmark", ours)
+    threads = torch.get_num_threads()
+    try:
+        report = bench.main(
+            ["--quick", "--tiny", "--modes", "eager", "--flowrl", "x", "--jax-python", "y",
+             "--rounds", "2", "--json", str(tmp_path / "sbs.json")]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == ["jax", "ours", "jax", "ours"]
+    assert [b["side"] for b in report["blocks"]] == ["jax", "ours", "jax", "ours"]
+    assert all(len(b["loadavg_start"]) == 3 for b in report["blocks"])
+    ours_pretrain = [b["results"]["eager"]["pretrain_steps_per_s"] for b in report["blocks"][1::2]]
+    expected = sorted(o / j["pretrain_steps_per_s"] for o, j in zip(ours_pretrain, jax_figures))
+    row = report["ratios"]["eager"]["pretrain_steps_per_s"]
+    assert row["range"] == pytest.approx(expected)
+    assert row["median"] == pytest.approx(sum(expected) / 2)
+    assert report["ratios"]["eager"]["sample_ms_b1"]["lower_is_better"]
+    assert json.loads((tmp_path / "sbs.json").read_text())["ratios"]
