@@ -32,6 +32,7 @@ clipping, Adam and EMA eager, where ``compile`` mode here compiles whole step fu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -700,6 +701,7 @@ def conditions(args: argparse.Namespace, device: torch.device) -> dict:
         "quick": args.quick,
         "tiny": args.tiny,
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "busy_neighbour_processes": getattr(args, "busy_neighbours", 0),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     return cond
@@ -1011,6 +1013,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jax-python", metavar="PATH", help="the Python of a JAX environment")
     p.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (A B A B ...)")
+    p.add_argument(
+        "--busy-neighbours",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy-looping processes alongside (a shared machine)",
+    )
     return p
 
 
@@ -1022,6 +1031,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for m in args.modes:
         if m not in ("eager", "compile", "cudagraphs"):
             raise SystemExit(f"Unknown mode {m!r}; choose from eager, compile, cudagraphs.")
+    with busy_neighbours(args.busy_neighbours):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def busy_neighbours(count: int):
+    """``count`` processes that keep one core busy each (a shared machine), for the block's duration."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _run(args: argparse.Namespace) -> dict:
     if args.flowrl:
         if not args.jax_python:
             raise SystemExit("--flowrl needs --jax-python (the Python of a JAX environment).")
