@@ -382,7 +382,6 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
         make_diffusion_actor(cfg, task.obs_dim, task.action_dim),
         eta=float(cfg.loss.eta),
         rho=float(cfg.loss.rho),
-        gamma=float(cfg.loss.gamma),
         num_samples=int(cfg.loss.num_samples),
         backup=str(cfg.loss.backup),
         penalty_placement=str(cfg.loss.penalty_placement),
@@ -392,6 +391,7 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
         element_reduction=str(cfg.loss.element_reduction),
         validate_inputs=False,  # the data were validated once, at load (no host sync per update)
     )
+    loss.make_value_estimator(gamma=float(cfg.loss.gamma))
     return loss.to(device)
 
 

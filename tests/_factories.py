@@ -53,9 +53,11 @@ def make_loss(num_steps: int = 5, clip: bool = True, **kwargs) -> BDPOLoss:
             OBS, ACT, num_members=K, hidden_sizes=(16,), embed_dim=8, step_hidden=(8, 8)
         )
     )
-    return BDPOLoss(
+    gamma = kwargs.pop("gamma", None)
+    loss = BDPOLoss(
         diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs
     )
+    return loss if gamma is None else loss.make_value_estimator(gamma=gamma)
 
 
 def batch(*shape: int, terminated: bool = False) -> TensorDict:

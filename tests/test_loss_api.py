@@ -338,3 +338,17 @@ def test_reset_parameters_recursive_redraws_every_critic_tensor():
         w = layer.weight[0]  # re-drawn with the authors' init: orthogonal, gain sqrt(2)
         torch.testing.assert_close(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-5, rtol=0)
         assert (layer.bias == 0).all()
+
+
+def test_discount_is_set_the_torchrl_way():
+    from torchrl_bdpo import BDPOLoss
+
+    with pytest.raises(TypeError, match=r"make_value_estimator\(gamma=0.9\)"):
+        BDPOLoss(None, None, None, None, eta=0.2, gamma=0.9)
+    loss = make_loss()
+    assert loss.gamma == 0.99  # TorchRL's default
+    assert loss.make_value_estimator(gamma=0.9) is loss and loss.gamma == 0.9
+    with pytest.raises(ValueError, match="gamma"):
+        loss.make_value_estimator(gamma=1.5)
+    with pytest.raises(NotImplementedError, match="gamma"):
+        loss.make_value_estimator(lmbda=0.9)

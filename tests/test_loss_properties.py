@@ -67,12 +67,11 @@ def _build(c):
         _actor(o, a, c["n"], c["clip"]),
         eta=c["eta"],
         rho=c["rho"],
-        gamma=c["gamma"],
         num_samples=c["m"],
         backup=c["backup"],
         penalty_placement=c["placement"],
         aggregation=c["aggregation"],
-    )
+    ).make_value_estimator(gamma=c["gamma"])
     shape = tuple(c["batch"])
     td = TensorDict(
         {

@@ -257,11 +257,10 @@ def make_loss(
         actor(meta),
         eta=meta["eta"],
         rho=rho,
-        gamma=meta["gamma"],
         num_samples=meta["sizes"]["samples"],
         backup=backup,
         penalty_placement=placement,
-    )
+    ).make_value_estimator(gamma=meta["gamma"])
     # the recipe's EMA groups (they copy online -> target once, so load afterwards)
     groups = [g[: -len("_params")] for g in GROUPS if not g.startswith("target_")]
     GroupSoftUpdate(loss, groups=groups, tau=0.005)

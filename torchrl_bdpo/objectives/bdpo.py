@@ -79,7 +79,8 @@ class BDPOLoss(LossModule):
     Keyword Args:
         eta (float): the regularisation strength ``η > 0``.
         rho (float): the LCB coefficient ``ρ >= 0``. Defaults to 1.0.
-        gamma (float): the discount. Defaults to 0.99.
+        gamma: not accepted here. The discount is set the TorchRL way,
+            ``loss.make_value_estimator(gamma=0.99)`` (0.99 until then).
         num_samples (int): ``M``. Defaults to 10.
         backup ("mean" | "max"): ``Red_m``. Defaults to ``"mean"``.
         penalty_placement ("inside" | "outside"): where ``η P(s')`` enters the Q
@@ -204,7 +205,7 @@ class BDPOLoss(LossModule):
         *,
         eta: float,
         rho: float = 1.0,
-        gamma: float = 0.99,
+        gamma: float | None = None,
         num_samples: int = 10,
         backup: Literal["mean", "max"] = "mean",
         penalty_placement: Literal["inside", "outside"] = "inside",
@@ -215,7 +216,12 @@ class BDPOLoss(LossModule):
         reduction: Literal["mean", "sum", "none"] = "mean",
         validate_inputs: bool = True,
     ) -> None:
-        _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation)
+        if gamma is not None:
+            raise TypeError(
+                "BDPOLoss takes its discount the TorchRL way: build the loss, then call "
+                f"loss.make_value_estimator(gamma={gamma!r})."
+            )
+        _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregation)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(
                 f"Invalid BDPOLoss settings: reduction must be 'mean', 'sum' or 'none' (got "
@@ -246,7 +252,7 @@ class BDPOLoss(LossModule):
         self.convert_to_functional(value_network, "value_network", create_target_params=True)
         self.eta = float(eta)
         self.rho = float(rho)
-        self.gamma = float(gamma)
+        self.gamma = 0.99  # TorchRL's default discount; make_value_estimator(gamma=...) sets it
         self.num_samples = int(num_samples)
         self.backup = backup
         self.penalty_placement = penalty_placement
@@ -275,15 +281,22 @@ class BDPOLoss(LossModule):
             ("next", keys.terminated),
         ]
 
-    def make_value_estimator(self, value_type=None, **hyperparams):
-        """BDPO's targets are built in :meth:`qvalue_loss`; only ``gamma`` can be changed here."""
+    def make_value_estimator(self, value_type=None, **hyperparams) -> BDPOLoss:
+        """Sets the discount: ``loss.make_value_estimator(gamma=0.99)``.
+
+        BDPO's TD(0) target (ensemble LCB minus the pathwise KL penalty, :meth:`q_target`) is its
+        own; ``gamma`` is the one hyperparameter, and no other value type is supported.
+        """
         if value_type is not None or set(hyperparams) - {"gamma"}:
             raise NotImplementedError(
                 "BDPOLoss computes its own TD(0) targets (ensemble LCB minus the pathwise KL "
                 "penalty); only make_value_estimator(gamma=...) is supported."
             )
         if "gamma" in hyperparams:
-            self.gamma = float(hyperparams["gamma"])
+            gamma = hyperparams["gamma"]
+            if not (_real(gamma) and 0 <= gamma <= 1):
+                raise ValueError(f"gamma must be a number in [0, 1] (got {gamma!r}).")
+            self.gamma = float(gamma)
         return self
 
     def _get(self, tensordict: TensorDictBase, keys: list[NestedKey], method: str):
@@ -658,14 +671,12 @@ def _real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_settings(eta, rho, gamma, num_samples, backup, penalty_placement, aggregation) -> None:
+def _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregation) -> None:
     problems = []
     if not (_real(eta) and eta > 0):
         problems.append(f"eta must be a finite number > 0 (got {eta!r})")
     if not (_real(rho) and rho >= 0):
         problems.append(f"rho must be a finite number >= 0 (got {rho!r})")
-    if not (_real(gamma) and 0 <= gamma <= 1):
-        problems.append(f"gamma must be a number in [0, 1] (got {gamma!r})")
     if not (
         isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples >= 1
     ):
