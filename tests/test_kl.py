@@ -20,13 +20,16 @@ def test_per_step_kl_equals_gaussian_kl():
     obs, x = torch.randn(64, OBS), torch.randn(64, 2)
     for step in range(1, 6):
         n = torch.full((64,), step)
-        e_pi = loss._noise("actor_network_params", obs, x, n)
-        e_nu = loss._noise("target_behavior_network_params", obs, x, n)
+        e_pi = loss._noise(loss.actor_network, loss.actor_network_params, obs, x, n)
+        e_nu = loss._noise(loss.behavior_network, loss.target_behavior_network_params, obs, x, n)
         sigma = sched.betas[step].sqrt()
         p = Independent(Normal(_mean(sched, x, step, e_pi), sigma), 1)
         q = Independent(Normal(_mean(sched, x, step, e_nu), sigma), 1)
         torch.testing.assert_close(
-            loss._kl(e_pi, e_nu, n), kl_divergence(p, q), rtol=1e-4, atol=1e-5
+            loss._kl(e_pi, e_nu, loss.schedule.kl_weights[n]),
+            kl_divergence(p, q),
+            rtol=1e-4,
+            atol=1e-5,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -187,11 +188,15 @@ class DiffusionPolicy(nn.Module):
         deterministic: bool = False,
         return_chain: bool = False,
         clip: bool | None = None,
+        on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> torch.Tensor | DiffusionChain:
         """Runs the full reverse chain from ``x_N ~ N(0, I)`` (``x_N = 0`` and no noise if deterministic).
 
         Args:
             obs (Tensor): ``[*batch, O]``.
+            on_step (callable, optional): called as ``on_step(n, x_n, eps_n)`` at each step
+                ``n = N..1`` with the state the noise was predicted at and the prediction
+                (e.g. to evaluate another model on the same path).
 
         Returns:
             ``x_0`` of shape ``[*batch, A]``, or a :class:`DiffusionChain` if ``return_chain``.
@@ -206,7 +211,7 @@ class DiffusionPolicy(nn.Module):
         states, preds = [x], []
         for step in range(self.num_steps, 0, -1):
             noise = torch.zeros_like(x) if deterministic and step > 1 else None
-            x, eps = self.reverse_step(
+            x_prev, eps = self.reverse_step(
                 obs,
                 x,
                 step,
@@ -214,6 +219,9 @@ class DiffusionPolicy(nn.Module):
                 clip=clip,
                 step_features=None if table is None else table[step],
             )
+            if on_step is not None:
+                on_step(step, x, eps)
+            x = x_prev
             if return_chain:
                 states.append(x)
                 preds.append(eps)

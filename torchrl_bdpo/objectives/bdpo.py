@@ -380,9 +380,16 @@ class BDPOLoss(LossModule):
             v = call_network(self.value_network, self.tensor_keys.state_value, obs, x, n)
         return v.to(obs.dtype)
 
-    def _noise(self, which: str, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor):
-        module = self.behavior_network if "behavior" in which else self.actor_network
-        with getattr(self, which).to_module(module, preserve_module_state=False):
+    @staticmethod
+    def _noise(
+        module: DiffusionActor,
+        params: TensorDictBase,
+        obs: torch.Tensor,
+        x: torch.Tensor,
+        n: torch.Tensor,
+    ) -> torch.Tensor:
+        """``module``'s noise prediction with ``params``: ``[B, A]``."""
+        with params.to_module(module, preserve_module_state=False):
             return module.policy.predict_noise(obs, x, n)
 
     def _reduce_elements(self, squared_errors: torch.Tensor) -> torch.Tensor:
@@ -399,9 +406,13 @@ class BDPOLoss(LossModule):
             return values.amin(-1)
         return values.mean(-1)
 
-    def _kl(self, eps_pi: torch.Tensor, eps_nu: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        """``l_n = w_n ||eps_pi - eps_nu||^2``, summed over action dims."""
-        return self.schedule.kl_weights[n] * (eps_pi - eps_nu).pow(2).sum(-1)
+    @staticmethod
+    def _kl(
+        eps_pi: torch.Tensor, eps_nu: torch.Tensor, weight: torch.Tensor | float
+    ) -> torch.Tensor:
+        """``l_n = w_n ||eps_pi - eps_nu||^2`` (summed over action dims), with ``w_n`` the
+        schedule's ``kl_weights[n]`` (a tensor of rows' weights, or one step's float)."""
+        return weight * (eps_pi - eps_nu).pow(2).sum(-1)
 
     def _next_values(
         self, obs: torch.Tensor, x_prev: torch.Tensor, n_prev: torch.Tensor
@@ -445,10 +456,11 @@ class BDPOLoss(LossModule):
         return torch.cat([q, v], 0)
 
     def _one_step(
-        self, params_name: str, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
+        self, params: TensorDictBase, obs: torch.Tensor, x_n: torch.Tensor, n: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``M`` reparameterised reverse steps from one ``x_n``: ``([B, M, A], eps [B, A])``."""
-        with getattr(self, params_name).to_module(self.actor_network, preserve_module_state=False):
+        """``M`` reparameterised reverse steps of the actor (with ``params``) from one ``x_n``:
+        ``([B, M, A], eps [B, A])``."""
+        with params.to_module(self.actor_network, preserve_module_state=False):
             policy = self.actor_network.policy
             eps = policy.predict_noise(obs, x_n, n)
             mean = policy.reverse_mean(x_n, n, eps)
@@ -481,7 +493,7 @@ class BDPOLoss(LossModule):
             ``(x_0 [B, M, A], l [N, B, M])`` with ``l[n - 1] = l_n(s, x_n)``.
         """
         actor, behavior = self.actor_network.policy, self.behavior_network.policy
-        x = torch.randn(*s.shape[:-1], actor.action_dim, device=s.device)
+        weights = self.schedule.step_coefficients
         kls = []
         with (
             self.target_actor_network_params.to_module(
@@ -491,22 +503,15 @@ class BDPOLoss(LossModule):
                 self.behavior_network, preserve_module_state=False
             ),
         ):
-            actor_table = actor.step_feature_table(s.device, s.dtype)
-            behavior_table = behavior.step_feature_table(s.device, s.dtype)
-            for step in range(self.schedule.num_steps, 0, -1):
-                x_prev, eps_pi = actor.reverse_step(
-                    s, x, step, step_features=None if actor_table is None else actor_table[step]
-                )
-                eps_nu = behavior.predict_noise(
-                    s,
-                    x,
-                    step,
-                    step_features=None if behavior_table is None else behavior_table[step],
-                )
-                weight = self.schedule.step_coefficients[step]["kl_weight"]
-                kls.append((eps_pi - eps_nu).pow(2).sum(-1) * weight)
-                x = x_prev
-        return x, torch.stack(kls[::-1], 0)
+            table = behavior.step_feature_table(s.device, s.dtype)
+
+            def penalise(step: int, x: torch.Tensor, eps_pi: torch.Tensor) -> None:
+                features = None if table is None else table[step]
+                eps_nu = behavior.predict_noise(s, x, step, step_features=features)
+                kls.append(self._kl(eps_pi, eps_nu, weights[step]["kl_weight"]))
+
+            action = actor.sample(s, on_step=penalise)
+        return action, torch.stack(kls[::-1], 0)
 
     def q_target(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         """The TD target ``y_Q`` ``[B]`` (no gradient) and diagnostics (over unmasked rows)."""
@@ -569,9 +574,11 @@ class BDPOLoss(LossModule):
         obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
         x_n, n = self._noisy_dataset_actions(act)
         with torch.no_grad():
-            x_prev, eps_pi = self._one_step("target_actor_network_params", obs, x_n, n)
-            eps_nu = self._noise("target_behavior_network_params", obs, x_n, n)
-            kl = self._kl(eps_pi, eps_nu, n)
+            x_prev, eps_pi = self._one_step(self.target_actor_network_params, obs, x_n, n)
+            eps_nu = self._noise(
+                self.behavior_network, self.target_behavior_network_params, obs, x_n, n
+            )
+            kl = self._kl(eps_pi, eps_nu, self.schedule.kl_weights[n])
             target = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2)) - self.eta * kl
         v = self._v(self.value_network_params, obs, x_n, n)
         loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2))
@@ -587,10 +594,12 @@ class BDPOLoss(LossModule):
         batch = obs.shape[:-1]
         obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
         x_n, n = self._noisy_dataset_actions(act)
-        x_prev, eps_pi = self._one_step("actor_network_params", obs, x_n, n)
+        x_prev, eps_pi = self._one_step(self.actor_network_params, obs, x_n, n)
         with torch.no_grad():
-            eps_nu = self._noise("target_behavior_network_params", obs, x_n, n)
-        kl = self._kl(eps_pi, eps_nu, n)
+            eps_nu = self._noise(
+                self.behavior_network, self.target_behavior_network_params, obs, x_n, n
+            )
+        kl = self._kl(eps_pi, eps_nu, self.schedule.kl_weights[n])
         value = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2))
         loss = -(value - self.eta * kl)
         with torch.no_grad():
