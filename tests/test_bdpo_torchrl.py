@@ -1,0 +1,164 @@
+"""``BDPOLoss`` through the checks TorchRL's own ``test/objectives`` apply to every loss.
+
+Reset of every parameter group, an input TensorDict left unchanged, state-dict round trips,
+the keyword call of ``tensordict.nn.dispatch``, ``set_keys``, TorchRL's reductions and devices.
+The math is tested elsewhere (``test_kl.py``, ``test_targets.py``, ``test_parity_flowrl.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _factories import ACT, OBS, batch, make_loss
+from tensordict import TensorDict, assert_allclose_td
+
+from torchrl_bdpo import GroupSoftUpdate
+
+GROUPS = ("actor_network", "behavior_network", "qvalue_network", "value_network")
+LOSSES = ("loss_qvalue", "loss_value", "loss_actor")
+
+
+def devices() -> list[torch.device]:
+    out = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        out.append(torch.device("cuda:0"))
+    return out
+
+
+def bdpo(device: torch.device | None = None, **kwargs):
+    loss = make_loss(**kwargs).to(device or "cpu")
+    for group in GROUPS:  # one EMA updater per group, as the recipe builds them
+        GroupSoftUpdate(loss, groups=[group], tau=0.005)
+    return loss
+
+
+class TestBDPO:
+    seed = 0
+
+    def test_reset_parameters_recursive(self):
+        """Every online and target weight of every group is re-drawn (TorchRL's reset test);
+        constant buffers (the schedule, the action box) are not parameters and stay."""
+        loss = bdpo()
+        before = {}
+        for group in GROUPS:
+            weights = [
+                k for k, v in getattr(loss, f"{group}_params").items(True, True) if v.requires_grad
+            ]
+            assert weights, group
+            for prefix in ("", "target_"):
+                td = getattr(loss, f"{prefix}{group}_params")
+                with torch.no_grad():
+                    for key in weights:
+                        td.get(key).add_(1000.0)
+                        before[(prefix + group, key)] = td.get(key).clone()
+        loss.reset_parameters_recursive()
+        for (name, key), old in before.items():
+            assert (getattr(loss, f"{name}_params").get(key) != old).any(), (name, key)
+
+    @pytest.mark.parametrize("device", devices())
+    def test_bdpo(self, device):
+        torch.manual_seed(self.seed)
+        loss = bdpo(device)
+        td = batch(16).to(device)
+        before = td.clone()
+        out = loss(td)
+        assert_allclose_td(td, before)  # the input is left as it was
+        assert set(out.keys()) == set(loss.out_keys)
+        for key in LOSSES:
+            assert out[key].shape == () and torch.isfinite(out[key]) and out[key].device == device
+        sum(out[key] for key in LOSSES).backward()
+        trained = {"qvalue_network", "value_network", "actor_network"}
+        for group in GROUPS:
+            grads = [p.grad for p in getattr(loss, f"{group}_params").values(True, True)]
+            assert any(g is not None and g.abs().sum() > 0 for g in grads) == (group in trained)
+            for value in getattr(loss, f"target_{group}_params").values(True, True):
+                assert value.grad is None
+
+    @pytest.mark.parametrize("device", devices())
+    def test_bdpo_state_dict(self, device):
+        loss, other = bdpo(device), bdpo(device)
+        other.load_state_dict(loss.state_dict())
+        td = batch(8).to(device)
+        torch.manual_seed(self.seed)
+        expected = loss(td)
+        torch.manual_seed(self.seed)
+        assert_allclose_td(other(td), expected)
+
+    def test_bdpo_notensordict(self):
+        """The keyword call of ``tensordict.nn.dispatch``: flat names, a tuple of out_keys back."""
+        loss = bdpo()
+        td = batch(8)
+        kwargs = {
+            "observation": td["observation"],
+            "action": td["action"],
+            "next_observation": td["next", "observation"],
+            "next_reward": td["next", "reward"],
+            "next_terminated": td["next", "terminated"],
+        }
+        torch.manual_seed(self.seed)
+        values = loss(**kwargs)
+        torch.manual_seed(self.seed)
+        out = loss(td)
+        assert len(values) == len(loss.out_keys)
+        for key, value in zip(loss.out_keys, values):
+            torch.testing.assert_close(value, out[key], msg=key)
+        loss.select_out_keys("loss_qvalue", "loss_actor")
+        torch.manual_seed(self.seed)
+        loss_q, loss_a = loss(**kwargs)
+        torch.testing.assert_close(loss_q, out["loss_qvalue"])
+        torch.testing.assert_close(loss_a, out["loss_actor"])
+
+    @pytest.mark.parametrize("key", ["observation", "action", "reward", "terminated"])
+    def test_bdpo_tensordict_keys(self, key):
+        loss = bdpo()
+        default = loss.tensor_keys
+        assert (default.observation, default.action, default.reward, default.terminated) == (
+            "observation",
+            "action",
+            "reward",
+            "terminated",
+        )
+        td = batch(8)
+        name = f"{key}2"
+        if key in ("reward", "terminated"):
+            td["next", name] = td["next"].pop(key)
+        elif key == "observation":
+            td[name] = td.pop("observation")
+            td["next", name] = td["next"].pop("observation")
+        else:
+            td[name] = td.pop(key)
+        with pytest.raises(KeyError, match="set_keys"):
+            loss(td)
+        loss.set_keys(**{key: name})
+        assert getattr(loss.tensor_keys, key) == name
+        assert all(torch.isfinite(loss(td)[k]) for k in LOSSES)
+
+    @pytest.mark.parametrize("reduction", [None, "none", "mean", "sum"])
+    def test_bdpo_reduction(self, reduction):
+        kwargs = {} if reduction is None else {"reduction": reduction}
+        loss = bdpo(**kwargs)
+        td = batch(2, 3)
+        out = loss(td)
+        for key in LOSSES:
+            assert out[key].shape == (td.shape if reduction == "none" else ()), key
+        assert loss.behavior_loss(td)[0].shape == (td.shape if reduction == "none" else ())
+        if reduction == "sum":
+            mean = bdpo(reduction="mean")
+            mean.load_state_dict(loss.state_dict())
+            torch.manual_seed(self.seed)
+            total = loss.actor_loss(td)[0]
+            torch.manual_seed(self.seed)
+            torch.testing.assert_close(total, mean.actor_loss(td)[0] * td.numel())
+
+    def test_bdpo_batch_layouts(self):
+        """TensorDicts without a batch size, and with one, give the same losses."""
+        loss = bdpo()
+        td = batch(6)
+        flat = TensorDict(td.to_dict())  # batch_size []
+        torch.manual_seed(self.seed)
+        expected = loss(td)
+        torch.manual_seed(self.seed)
+        out = loss(flat)
+        for key in LOSSES:
+            torch.testing.assert_close(out[key], expected[key], msg=key)
+        assert (OBS, ACT) == (td["observation"].shape[-1], td["action"].shape[-1])
