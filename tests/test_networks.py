@@ -16,9 +16,8 @@ from torchrl_bdpo import (
     mish,
     sinusoidal_embedding,
 )
-from torchrl_bdpo.modules.activation import mish_exp, mish_inplace
-from torchrl_bdpo.modules.ensemble import EnsembleLayerNorm, EnsembleLinear
-from torchrl_bdpo.modules.mlp import make_mlp
+from torchrl_bdpo.modules.critics import EnsembleLayerNorm, EnsembleLinear
+from torchrl_bdpo.modules.networks import make_mlp, mish_exp, mish_inplace
 
 
 def test_ensemble_members_are_independent_orthogonal_inits():

@@ -35,7 +35,7 @@ from torchrl_bdpo import (
     make_value_operator,
     sinusoidal_embedding,
 )
-from torchrl_bdpo.modules.ensemble import EnsembleLayerNorm, EnsembleLinear
+from torchrl_bdpo.modules.critics import EnsembleLayerNorm, EnsembleLinear
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))

@@ -1,18 +1,32 @@
-"""Networks and TensorDict modules of BDPO."""
+"""Networks and TensorDict modules of BDPO: ``networks`` (Mish, step embedding, MLPs, noise net),
+``critics`` (ensemble layers, Q and V_n) and ``actor`` (reverse chain, TorchRL actors)."""
 
-from torchrl_bdpo.modules.activation import Mish, mish
-from torchrl_bdpo.modules.actor import DiffusionActionDistribution, DiffusionActor, QSelectionPolicy
+from torchrl_bdpo.modules.actor import (
+    DiffusionActionDistribution,
+    DiffusionActor,
+    DiffusionChain,
+    DiffusionPolicy,
+    QSelectionPolicy,
+    call_network,
+)
 from torchrl_bdpo.modules.critics import (
     DiffusionValueEnsemble,
+    EnsembleLayerNorm,
+    EnsembleLinear,
+    EnsembleMLP,
     QEnsemble,
     make_qvalue_operator,
     make_value_operator,
 )
-from torchrl_bdpo.modules.diffusion_policy import DiffusionChain, DiffusionPolicy
-from torchrl_bdpo.modules.embedding import SinusoidalStepEmbedding, sinusoidal_embedding
-from torchrl_bdpo.modules.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
-from torchrl_bdpo.modules.mlp import make_mlp
-from torchrl_bdpo.modules.noise_net import NoiseNet
+from torchrl_bdpo.modules.networks import (
+    Mish,
+    NoiseNet,
+    OrthogonalLinear,
+    SinusoidalStepEmbedding,
+    make_mlp,
+    mish,
+    sinusoidal_embedding,
+)
 
 __all__ = [
     "Mish",
@@ -26,9 +40,11 @@ __all__ = [
     "EnsembleLinear",
     "EnsembleMLP",
     "NoiseNet",
+    "OrthogonalLinear",
     "QEnsemble",
     "QSelectionPolicy",
     "SinusoidalStepEmbedding",
+    "call_network",
     "make_mlp",
     "make_qvalue_operator",
     "make_value_operator",

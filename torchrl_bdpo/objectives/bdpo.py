@@ -13,8 +13,7 @@ from tensordict.nn import TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
-from torchrl_bdpo.modules.actor import DiffusionActor
-from torchrl_bdpo.modules.calling import call_network
+from torchrl_bdpo.modules.actor import DiffusionActor, call_network
 from torchrl_bdpo.objectives.behavior import noise_prediction_error
 
 _BACKUPS = ("mean", "max")

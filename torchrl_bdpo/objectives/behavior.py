@@ -11,8 +11,7 @@ from tensordict.nn import dispatch
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
-from torchrl_bdpo.modules.actor import DiffusionActor
-from torchrl_bdpo.modules.diffusion_policy import DiffusionPolicy
+from torchrl_bdpo.modules.actor import DiffusionActor, DiffusionPolicy
 
 
 def noise_prediction_error(
