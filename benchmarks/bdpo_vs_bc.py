@@ -42,7 +42,7 @@ RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
 
 import bdpo_offline  # noqa: E402
-from bdpo_utils import evaluate_env  # noqa: E402
+from bdpo_utils import evaluate_env, evaluation_seed  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
 
@@ -91,14 +91,7 @@ class BenchTrainer(bdpo_offline.BDPOTrainer):
         return super().train_step()
 
     def _policy(self, which: str, num_candidates: int) -> QSelectionPolicy:
-        loss = self.loss
-        return QSelectionPolicy(
-            getattr(loss, f"{which}_network"),
-            loss.qvalue_network,
-            num_candidates,
-            actor_params=getattr(loss, f"target_{which}_network_params"),
-            qvalue_params=loss.target_qvalue_network_params,
-        )
+        return QSelectionPolicy.from_loss(self.loss, num_candidates, model=which)
 
     def evaluate(self) -> dict:
         result = super().evaluate()
@@ -113,7 +106,7 @@ class BenchTrainer(bdpo_offline.BDPOTrainer):
                 self.eval_env,
                 self._policy(which, cands),
                 int(self.cfg.env.max_episode_steps),
-                seed=int(self.cfg.seed) * 1000 + 7,  # the recipe's evaluation seed
+                seed=evaluation_seed(self.cfg.seed),
             )
             result[f"{name}_return_mean"] = float(returns.mean())
             if ref_min is not None and ref_max is not None:

@@ -313,13 +313,7 @@ def make_bench_components(
     qvalue_params = _trainable(loss.qvalue_network_params)
     value_params = _trainable(loss.value_network_params)
     actor_params = _trainable(loss.actor_network_params)
-    eval_policy = QSelectionPolicy(
-        loss.actor_network,
-        loss.qvalue_network,
-        num_candidates=shape.num_candidates,
-        actor_params=loss.target_actor_network_params,
-        qvalue_params=loss.target_qvalue_network_params,
-    )
+    eval_policy = QSelectionPolicy.from_loss(loss, shape.num_candidates)
     return BenchComponents(
         shape=shape,
         device=device,

@@ -40,9 +40,9 @@ from bdpo_utils import (  # noqa: E402
     ConfigError,
     compile_functions,
     config_differences,
-    eval_policy,
     evaluate_env,
     evaluate_toy2d,
+    evaluation_seed,
     make_eval_env,
     make_loss_module,
     make_optimizers,
@@ -57,6 +57,7 @@ from bdpo_utils import (  # noqa: E402
     validate_config,
 )
 
+from torchrl_bdpo import QSelectionPolicy  # noqa: E402
 from torchrl_bdpo.checkpoint import atomic_save, rng_state, set_rng_state  # noqa: E402
 from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError  # noqa: E402
 
@@ -269,9 +270,9 @@ class BDPOTrainer:
         else:
             returns = evaluate_env(
                 self.eval_env,
-                eval_policy(self.loss, int(cfg.eval.num_candidates)),
+                QSelectionPolicy.from_loss(self.loss, int(cfg.eval.num_candidates)),
                 int(cfg.env.max_episode_steps),
-                seed=int(cfg.seed) * 1000 + 7,
+                seed=evaluation_seed(cfg.seed),
             )
             result.update(
                 return_mean=float(returns.mean()),

@@ -26,7 +26,6 @@ from torchrl_bdpo import (
     GroupSoftUpdate,
     NoiseNet,
     QEnsemble,
-    QSelectionPolicy,
     VPSchedule,
     make_qvalue_operator,
     make_value_operator,
@@ -518,6 +517,12 @@ def make_eval_env(
     return TransformedEnv(env, StepCounter(max_steps=max_episode_steps))
 
 
+def evaluation_seed(seed: int) -> int:
+    """The seed of a run's evaluation envs: fixed per run seed and apart from the training seed,
+    so every evaluation of a run (and of a resumed run) meets the same initial states."""
+    return int(seed) * 1000 + 7
+
+
 def first_episode_returns(rewards: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
     """Returns of each env's first episode in a rollout: rewards/done ``[E, T]`` -> ``[E]``."""
     done = done.to(torch.long)
@@ -535,16 +540,6 @@ def evaluate_env(env, policy, max_steps: int, seed: int) -> np.ndarray:
         first_episode_returns(td["next", "reward"].squeeze(-1), td["next", "done"].squeeze(-1))
         .cpu()
         .numpy()
-    )
-
-
-def eval_policy(loss: BDPOLoss, num_candidates: int) -> QSelectionPolicy:
-    return QSelectionPolicy(
-        loss.actor_network,
-        loss.qvalue_network,
-        num_candidates,
-        actor_params=loss.target_actor_network_params,
-        qvalue_params=loss.target_qvalue_network_params,
     )
 
 

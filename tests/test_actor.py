@@ -163,3 +163,22 @@ def test_q_selection_binds_the_given_params_and_sees_in_place_updates():
     # the loss's own (online) modules keep their parameters
     for key, value in loss.qvalue_network_params.items(True, True):
         assert _attr(loss.qvalue_network, key).data_ptr() == value.data_ptr(), key
+
+
+def test_selection_policy_from_a_loss_binds_the_ema_parameters():
+    from _factories import make_loss
+
+    loss = make_loss()
+    actor = QSelectionPolicy.from_loss(loss, 4)
+    behavior = QSelectionPolicy.from_loss(loss, 4, model="behavior")
+    obs = torch.randn(3, 3)
+    with torch.no_grad():  # an EMA step on the loss is seen by the policy (shared storage)
+        for value in loss.target_actor_network_params.values(True, True):
+            value.zero_()
+    torch.manual_seed(0)
+    a = actor.select(obs)
+    torch.manual_seed(0)
+    b = behavior.select(obs)
+    assert a.shape == b.shape == (3, 2) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="model"):
+        QSelectionPolicy.from_loss(loss, 4, model="critic")

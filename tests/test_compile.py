@@ -66,13 +66,7 @@ def test_compiled_loss_has_no_graph_break_and_equals_eager(loss, method, group):
 
 @pytest.mark.parametrize("num_candidates", [1, 10])
 def test_compiled_selection_policy_has_no_graph_break_and_equals_eager(loss, num_candidates):
-    policy = QSelectionPolicy(
-        loss.actor_network,
-        loss.qvalue_network,
-        num_candidates,
-        actor_params=loss.target_actor_network_params,
-        qvalue_params=loss.target_qvalue_network_params,
-    )
+    policy = QSelectionPolicy.from_loss(loss, num_candidates)
     compiled = torch.compile(policy, fullgraph=True, dynamic=False)
     obs = TensorDict({"observation": torch.randn(5, 3)}, [5])
     torch.manual_seed(2)

@@ -30,6 +30,7 @@ from torchrl_bdpo import (
     GroupSoftUpdate,
     NoiseNet,
     QEnsemble,
+    QSelectionPolicy,
     VPSchedule,
     make_qvalue_operator,
     make_value_operator,
@@ -503,10 +504,8 @@ def test_training_run_equals_flowrl(rec, meta, monkeypatch):
 
 
 def test_best_of_ten_selection_equals_flowrl(rec, meta, monkeypatch):
-    from bdpo_utils import eval_policy
-
     loss = make_loss(rec, meta, prefix="train/params")
-    policy = eval_policy(loss, meta["train"]["eval_candidates"])
+    policy = QSelectionPolicy.from_loss(loss, meta["train"]["eval_candidates"])
     with replay(rec, "eval", monkeypatch):
         action = policy.select(torch.from_numpy(rec["batch/obs"]))
     close(action, rec["eval/action"], "selected actions")

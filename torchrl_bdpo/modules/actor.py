@@ -493,6 +493,24 @@ class QSelectionPolicy(TensorDictModuleBase):
         self.__dict__["_actor"] = _bind(actor, actor_params)
         self.__dict__["_qvalue"] = _bind(qvalue_network, qvalue_params)
 
+    @classmethod
+    def from_loss(
+        cls, loss, num_candidates: int = 10, *, model: str = "actor", stochastic: bool = True
+    ) -> QSelectionPolicy:
+        """BDPO's evaluation policy over a :class:`~torchrl_bdpo.BDPOLoss`: candidates from the
+        EMA (target) parameters of ``model`` (``"actor"`` or ``"behavior"``), scored by the EMA
+        critic's ensemble mean. The policy follows later EMA updates of the loss."""
+        if model not in ("actor", "behavior"):
+            raise ValueError(f"model must be 'actor' or 'behavior', got {model!r}.")
+        return cls(
+            getattr(loss, f"{model}_network"),
+            loss.qvalue_network,
+            num_candidates,
+            actor_params=getattr(loss, f"target_{model}_network_params"),
+            qvalue_params=loss.target_qvalue_network_params,
+            stochastic=stochastic,
+        )
+
     @torch.no_grad()
     def select(self, obs: torch.Tensor) -> torch.Tensor:
         """``[*batch, O]`` -> ``[*batch, A]``."""
