@@ -16,8 +16,9 @@ stamp=.venv/.torchrl_bdpo_installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "$TORCH_SPEC"
-    # Constrain torch to what is installed so no later resolution swaps it.
-    .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > .venv/torch-constraint.txt
+    # Constrain torch to what is installed so no later resolution swaps it (read from its
+    # metadata: importing torch before NumPy is installed warns "Failed to initialize NumPy").
+    .venv/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch').split('+')[0])" > .venv/torch-constraint.txt
     .venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[recipes,dev,slurm]"
     touch "$stamp"
 fi
