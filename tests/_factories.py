@@ -10,6 +10,7 @@ from torchrl_bdpo import (
     DiffusionActor,
     DiffusionPolicy,
     DiffusionValueEnsemble,
+    GroupSoftUpdate,
     NoiseNet,
     QEnsemble,
     VPSchedule,
@@ -54,10 +55,22 @@ def make_loss(num_steps: int = 5, clip: bool = True, **kwargs) -> BDPOLoss:
         )
     )
     gamma = kwargs.pop("gamma", None)
-    loss = BDPOLoss(
-        diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs
+    loss = with_target_updaters(
+        BDPOLoss(diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs)
     )
     return loss if gamma is None else loss.make_value_estimator(gamma=gamma)
+
+
+def with_target_updaters(loss: BDPOLoss, tau: float = 0.005) -> BDPOLoss:
+    """``loss`` after building its EMA updaters, in the order a user does (loss, then updaters).
+
+    Building them copies each group's parameters into its (already equal) target and tells the
+    loss that its targets are updated, so reading them raises no "No target network updater"
+    warning. Tests that step targets build their own updaters.
+    """
+    for groups in (("qvalue_network", "value_network"), ("actor_network",), ("behavior_network",)):
+        GroupSoftUpdate(loss, groups=groups, tau=tau)
+    return loss
 
 
 def batch(*shape: int, terminated: bool = False) -> TensorDict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _factories import ACT, OBS, batch, make_loss
+from _factories import ACT, OBS, batch, make_loss, with_target_updaters
 
 
 @pytest.mark.parametrize("big_n", [1, 3, 5])
@@ -78,8 +78,10 @@ def test_direct_module_call_equals_tensordict_path():
     assert type(wrapped_q) is not type(loss.qvalue_network)
     from torchrl_bdpo import BDPOLoss
 
-    other = BDPOLoss(
-        loss.actor_network, wrapped_q, wrapped_v, loss.behavior_network, eta=0.2, num_samples=3
+    other = with_target_updaters(
+        BDPOLoss(
+            loss.actor_network, wrapped_q, wrapped_v, loss.behavior_network, eta=0.2, num_samples=3
+        )
     )
     other.load_state_dict(loss.state_dict())
     torch.manual_seed(1)

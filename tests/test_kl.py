@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _factories import OBS, diffusion_actor, make_loss
+from _factories import OBS, diffusion_actor, make_loss, with_target_updaters
 from torch.distributions import Independent, Normal, kl_divergence
 
 
@@ -65,13 +65,15 @@ def test_pathwise_penalty_matches_monte_carlo_log_ratio():
         make_value_operator,
     )
 
-    loss = BDPOLoss(
-        pi,
-        make_qvalue_operator(QEnsemble(OBS, 2, num_members=2, hidden_sizes=(8,))),
-        make_value_operator(DiffusionValueEnsemble(OBS, 2, num_members=2, hidden_sizes=(8,))),
-        nu,
-        eta=1.0,
-        num_samples=paths // 8,
+    loss = with_target_updaters(
+        BDPOLoss(
+            pi,
+            make_qvalue_operator(QEnsemble(OBS, 2, num_members=2, hidden_sizes=(8,))),
+            make_value_operator(DiffusionValueEnsemble(OBS, 2, num_members=2, hidden_sizes=(8,))),
+            nu,
+            eta=1.0,
+            num_samples=paths // 8,
+        )
     )
     td = TensorDict(
         {

@@ -202,6 +202,7 @@ def test_behavior_loss_module_matches_hand_computation(reduction):
 
     actor = diffusion_actor(num_steps=5)
     loss = DiffusionBehaviorLoss(actor, element_reduction=reduction)
+    GroupSoftUpdate(loss, groups=["behavior_network"], tau=0.005)  # its EMA, as in training
     td = batch(32)
     torch.manual_seed(3)
     value = loss(td)["loss_behavior"]

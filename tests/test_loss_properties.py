@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
-from _factories import diffusion_actor
+from _factories import diffusion_actor, with_target_updaters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensordict import TensorDict
@@ -72,6 +72,7 @@ def _build(c):
         penalty_placement=c["placement"],
         aggregation=c["aggregation"],
     ).make_value_estimator(gamma=c["gamma"])
+    with_target_updaters(loss)
     shape = tuple(c["batch"])
     td = TensorDict(
         {
