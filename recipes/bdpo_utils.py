@@ -475,6 +475,10 @@ def make_eval_env(
         TransformedEnv,
     )
 
+    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+
+    route_mujoco_warnings()  # MuJoCo's warnings to the log, not to ./MUJOCO_LOG.TXT
+
     def make():
         if env_spec is not None:
             import gymnasium as gym

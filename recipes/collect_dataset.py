@@ -430,8 +430,10 @@ def _stats(episodes: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 def collect(cfg: DictConfig) -> dict[str, Any]:
     """Runs everything; returns the summary (also written to ``<run_dir>/summary.json``)."""
     from torchrl_bdpo.data import build_minari_dataset, minari_datasets_dir
+    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
     from torchrl_bdpo.scores import normalized_score
 
+    route_mujoco_warnings()  # MuJoCo's warnings to the log, not to ./MUJOCO_LOG.TXT
     torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(int(cfg.seed))
     np.random.seed(int(cfg.seed))

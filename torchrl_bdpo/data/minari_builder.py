@@ -130,6 +130,9 @@ def build_minari_dataset(
         warnings.filterwarnings("ignore", message=r".*is set to None", category=UserWarning)
         import gymnasium as gym
 
+        from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+
+        route_mujoco_warnings()
         spec = gym.make(env_id, **dict(env_kwargs or {})).spec  # the id plus its kwargs
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id,

@@ -66,6 +66,9 @@ def rollout_episodes(
     """
     import gymnasium as gym
 
+    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+
+    route_mujoco_warnings()
     kwargs = {} if max_steps is None else {"max_episode_steps": int(max_steps)}
     env = gym.make(env_id, **kwargs)
     episodes = []
