@@ -13,6 +13,7 @@ the path of the run's ``summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,6 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 _RECIPES = str(Path(__file__).resolve().parent)
@@ -56,6 +56,7 @@ from bdpo_utils import (  # noqa: E402
     uses_cuda_graphs,
     validate_config,
 )
+from progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
 from torchrl_bdpo.checkpoint import atomic_save, rng_state, set_rng_state  # noqa: E402
@@ -364,21 +365,16 @@ class BDPOTrainer:
             )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            dynamic_ncols=True,
-            mininterval=1.0,
-            disable=False,
-            desc=self.task.name,
-        )
+        # a bar on a terminal; in a file or a sweep, a plain log line every minute
+        bar = Progress(self.total_steps, initial=self.step, desc=self.task.name)
         last_t, last_step = time.time(), self.step
         bar_t, bar_step = last_t, last_step
         # scalar outputs summed on the device over the log window, averaged when logged (an
         # output produced only on some updates, e.g. the actor's, is averaged over those)
         window: dict[str, list] = {}
         t_start = time.time() - self.wall_time
-        redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
+        # log lines print above the bar, not through it
+        redirect = logging_redirect_tqdm() if bar.bar is not None else contextlib.nullcontext()
         redirect.__enter__()
         try:
             while self.step < self.total_steps:
@@ -566,7 +562,10 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if in_multirun():  # parallel jobs share a terminal: each line says whose it is
+        tag_job_log_lines(f"{cfg.task_name} seed={cfg.seed}")
     try:
+        plain_torchrl_logging()  # no ANSI colour codes from TorchRL's own handler
         path = run(cfg, run_dir)
     except USER_ERRORS as err:
         log.error("%s", err)

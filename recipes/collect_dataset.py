@@ -54,9 +54,9 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from progress import Progress, plain_torchrl_logging
 from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
-from tqdm import tqdm
 
 from torchrl_bdpo.data import TED_KEYS
 
@@ -299,12 +299,9 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     frames, updates, update_time, debt = 0, 0, 0.0, 0.0
     next_eval = int(t.eval_interval)
     t0 = time.time()
-    bar = tqdm(
-        total=total,
-        desc=f"SAC {env_id}",
-        disable=not cfg.progress,
-        mininterval=2.0,
-        dynamic_ncols=True,
+    # a bar on a terminal; in a file, a plain log line every minute
+    bar = Progress(
+        total, desc=f"SAC {env_id}", unit="frame", bar=None if cfg.progress else False, logger=log
     )
     last_eval = float("nan")
     try:
@@ -372,7 +369,6 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 ep_return=f"{recent:.0f}",
                 eval=f"{last_eval:.0f}",
                 ups=f"{updates / max(update_time, 1e-9):.0f}/s",
-                refresh=False,
             )
             bar.update(n)
     finally:
@@ -634,6 +630,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.output_dir is not None:
         cfg.output_dir = hydra.utils.to_absolute_path(str(cfg.output_dir))
     try:
+        plain_torchrl_logging()  # no ANSI colour codes from TorchRL's own handler
         summary = collect(cfg)
     except CollectError as err:
         log.error("%s", err)
