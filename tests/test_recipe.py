@@ -342,6 +342,20 @@ def test_sweep_launchers_run_every_job(tmp_path, launcher):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(tmp_path.rglob("summary.json"))) == 2, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    # output to a pipe: plain lines, no colour codes or bar refreshes
+    assert "\x1b[" not in output and "\r" not in output
+    if launcher == "joblib":  # its jobs log to this process's terminal: each line names its job
+        for seed in (0, 1):
+            assert f"[toy2d-8gaussians-cpu seed={seed}] " in output
+    # the sweep ends with where its results are and the command that aggregates them
+    report = proc.stdout.strip().splitlines()[-2:]
+    assert report[0].startswith(
+        f"Sweep finished: 2 of 2 jobs wrote a summary.json under {tmp_path}"
+    )
+    words = report[1].split()
+    assert words[:3] == ["Aggregate", "them:", "python"] and words[4] == str(tmp_path)
+    assert Path(words[3]).resolve() == RECIPES / "aggregate_results.py"  # from the same cwd
 
 
 def test_unknown_task_lists_the_known_ones(tmp_path):
