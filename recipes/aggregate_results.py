@@ -12,16 +12,18 @@ that differ; the seed never splits a group) and prints Markdown tables:
 * toy 2-D tasks: the distances of actor and behavior samples to the exact target and
   the mean rewards.
 
-``std`` is the sample standard deviation (``ddof=1``); it is undefined (NaN, shown as
-``n/a``) for a single seed.
+``std`` is the sample standard deviation (``ddof=1``) over runs; it is undefined (NaN, shown
+as ``n/a``) for a single run. Runs that repeat a seed all count; the Seeds cell then says so
+(``2 (3 runs: seed 0 ×2)``).
 
 Usage::
 
     python recipes/aggregate_results.py multirun/2025-01-01 [more dirs] [--out results/table]
 
 ``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task and settings
-variant: task, domain, seeds, final/best mean and std, the 2-D metrics' mean and std; empty
-cells for missing values).
+variant: task, domain, distinct seeds, runs, final/best mean and std, the 2-D metrics' mean and
+std; empty cells for missing values). A path that does not exist is one error line and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "task",
     "domain",
     "seeds",
+    "runs",
     "final_mean",
     "final_std",
     "best_mean",
@@ -86,15 +89,17 @@ _NAN = float("nan")
 
 @dataclass
 class TaskRow:
-    """Statistics of one task over its seeds (NaN where a value is missing).
+    """Statistics of one task over its runs (NaN where a value is missing).
 
-    ``metric`` is ``"normalized_score"`` or ``"return"`` (no reference scores).
+    ``seeds`` counts distinct seeds, ``runs`` the runs (more when a seed was run twice; a run
+    without a seed counts as its own seed). ``metric`` is ``"normalized_score"`` or ``"return"`` (no reference scores).
     ``toy2d`` maps each of :data:`TOY2D_METRICS` present in the runs to ``(mean, std)``.
     """
 
     task: str
     domain: str
     seeds: int
+    runs: int = 0
     final_mean: float = _NAN
     final_std: float = _NAN
     best_mean: float = _NAN
@@ -104,6 +109,23 @@ class TaskRow:
     toy2d: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: the settings that set this row apart from the task's other rows (``"k=v, ..."``)
     variant: str = ""
+
+    @property
+    def repeated_seeds(self) -> dict[Any, int]:
+        """Seeds that appear in more than one run, with their number of runs."""
+        counts: dict[Any, int] = {}
+        for s in self.seed_ids:
+            if s is not None:
+                counts[s] = counts.get(s, 0) + 1
+        return {s: n for s, n in sorted(counts.items(), key=lambda kv: str(kv[0])) if n > 1}
+
+    @property
+    def seeds_cell(self) -> str:
+        """``"3"``, or ``"2 (3 runs: seed 0 ×2)"`` when runs repeat a seed."""
+        if self.runs <= self.seeds:
+            return str(self.seeds)
+        repeats = ", ".join(f"seed {s} ×{n}" for s, n in self.repeated_seeds.items())
+        return f"{self.seeds} ({self.runs} runs: {repeats})"
 
     @property
     def label(self) -> str:
@@ -188,9 +210,7 @@ def _task_row(task: str, runs: list[dict]) -> TaskRow:
         )
     domain = domains[0]
     seed_ids = [r.get("seed") for r in runs]
-    dup = sorted({s for s in seed_ids if s is not None and seed_ids.count(s) > 1}, key=str)
-    if dup:
-        logger.warning("task %s: seeds %s appear in more than one run; all are counted", task, dup)
+    seeds = len({s for s in seed_ids if s is not None}) + sum(s is None for s in seed_ids)
 
     evals = [r.get("eval") or {} for r in runs]
     finals = [e.get("final") for e in evals]
@@ -203,7 +223,17 @@ def _task_row(task: str, runs: list[dict]) -> TaskRow:
         if any(x.get("normalized_score_mean") is not None for x in entries):
             logger.warning("task %s: normalised score missing in some runs; using returns", task)
 
-    row = TaskRow(task=task, domain=domain, seeds=len(runs), metric=metric, seed_ids=seed_ids)
+    row = TaskRow(
+        task=task, domain=domain, seeds=seeds, runs=len(runs), metric=metric, seed_ids=seed_ids
+    )
+    if row.repeated_seeds:
+        logger.warning(
+            "task %s: seeds %s appear in more than one run; all %d runs are counted (the "
+            "Seeds column says so)",
+            task,
+            list(row.repeated_seeds),
+            row.runs,
+        )
     final_vals = [_score(x, metric) for x in finals]
     best_vals = [_score(x, metric) for x in bests]
     row.final_mean, row.final_std = _mean_std(final_vals)
@@ -308,7 +338,8 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
             "## Offline RL results",
             "",
             "Normalised score (raw return for tasks marked †): mean ± sample std (ddof=1) over "
-            "seeds; final = last evaluation, best = best evaluation during training.",
+            "runs (one per seed unless the Seeds cell says otherwise); final = last evaluation, "
+            "best = best evaluation during training.",
             "",
             "| Task | Domain | Seeds | Final | Best |",
             "|---|---|---:|---:|---:|",
@@ -316,7 +347,7 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
         for i, r in enumerate(rl_rows):
             name = r.label + (" †" if r.metric == "return" else "")
             lines.append(
-                f"| {name} | {r.domain} | {r.seeds} | "
+                f"| {name} | {r.domain} | {r.seeds_cell} | "
                 f"{_fmt(r.final_mean, r.final_std, 1)} | {_fmt(r.best_mean, r.best_std, 1)} |"
             )
             last_of_domain = i + 1 == len(rl_rows) or rl_rows[i + 1].domain != r.domain
@@ -335,7 +366,8 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
             "## Toy 2-D tasks",
             "",
             "Distances to the exact regularised target (ED = energy distance, SW = sliced "
-            "Wasserstein) and mean rewards: mean ± sample std (ddof=1) over seeds.",
+            "Wasserstein) and mean rewards: mean ± sample std (ddof=1) over runs (one per seed "
+            "unless the Seeds cell says otherwise).",
             "",
             "| Task | Seeds | " + " | ".join(headers) + " |",
             "|---|---:|" + "---:|" * len(headers),
@@ -345,7 +377,7 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
             for k in TOY2D_METRICS:
                 m, s = r.toy2d.get(k, (_NAN, _NAN))
                 cells.append(_fmt(m, s, 2 if k.startswith("mean_reward") else 4))
-            lines.append(f"| {r.label} | {r.seeds} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r.label} | {r.seeds_cell} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     if not parts:
         return "_No runs found._\n"
@@ -367,7 +399,7 @@ def to_csv(rows: Iterable[TaskRow], path: str | Path) -> None:
         for r in rows:
             toy = [v for k in TOY2D_METRICS for v in r.toy2d.get(k, (_NAN, _NAN))]
             w.writerow(
-                [r.label, r.domain, r.seeds]
+                [r.label, r.domain, r.seeds, r.runs]
                 + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std, *toy)]
             )
     logger.info("wrote %s", path)
@@ -383,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-
+    missing = [str(d) for d in args.dirs if not d.exists()]
+    if missing:  # a mistyped sweep directory: one line, the usage error status
+        logger.error("no such directory: %s", ", ".join(missing))
+        return 2
     try:
         files = find_summaries(args.dirs)
         summaries = load_summaries(files)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -263,7 +264,53 @@ def test_main_writes_outputs(sweeps: dict, tmp_path: Path, capsys: pytest.Captur
     # a malformed file makes main fail cleanly
     _job(tmp_path / "bad", 0, None, raw="not json")
     assert agg.main([str(tmp_path / "bad")]) == 1
-    assert agg.main([str(tmp_path / "empty_does_not_exist")]) == 1
+
+
+def test_missing_directory_is_one_line_and_status_2(sweeps: dict, tmp_path: Path, capsys) -> None:
+    script = Path(agg.__file__)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(sweeps["base"]), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"ERROR: no such directory: {tmp_path / 'nope'}"
+    assert proc.stdout == ""
+
+
+def test_a_repeated_seed_is_counted_as_a_run_and_said_in_the_table(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "multirun"
+    for job, (seed, final) in enumerate([(0, 50.0), (0, 54.0), (1, 70.0)]):
+        _job(root, job, _summary("hopper-medium-v2", "locomotion", seed, final, final + 1))
+    with caplog.at_level(logging.WARNING):
+        (row,) = agg.aggregate(agg.load_summaries(agg.find_summaries([root])))
+    assert (row.seeds, row.runs, row.final_mean) == (2, 3, 58.0)
+    assert "seeds [0] appear in more than one run" in caplog.text
+    assert "| hopper-medium-v2 | locomotion | 2 (3 runs: seed 0 ×2) | 58.0" in agg.to_markdown(
+        [row]
+    )
+    agg.to_csv([row], tmp_path / "t.csv")
+    with (tmp_path / "t.csv").open() as f:
+        (line,) = list(csv.DictReader(f))
+    assert (line["seeds"], line["runs"]) == ("2", "3")
+
+
+def test_sweep_report_points_at_results_and_names_jobs_without_summary(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(agg.__file__).parent))
+    from bdpo_callbacks import AGGREGATE_SCRIPT, sweep_report
+
+    root = tmp_path / "multirun" / "2026-01-01_10-00-00"
+    _job(root, 0, _summary("hopper-medium-v2", "locomotion", 0, 50.0, 51.0))
+    _job(root, 1, None)  # crashed: .hydra but no summary
+    monkeypatch.chdir(tmp_path)
+    lines = sweep_report(root)
+    shown = "multirun/2026-01-01_10-00-00"
+    assert lines[0] == f"Sweep finished: 1 of 2 jobs wrote a summary.json under {shown}"
+    assert lines[1] == f"  no summary.json (failed or interrupted): {shown}/1"
+    assert lines[2].startswith(
+        f"Aggregate them: python {AGGREGATE_SCRIPT} {shown} --out {shown}/results"
+    )
 
 
 def test_runs_with_other_settings_form_labelled_rows(tmp_path: Path, caplog) -> None:
