@@ -642,4 +642,5 @@ def save_toy2d_outputs(
         (-lim, lim, -lim, lim),
         run_dir / "value_landscape.png",
         samples=samples,
+        title=task.name,
     )
