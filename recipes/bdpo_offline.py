@@ -554,6 +554,9 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     tmp.replace(path)
+    from plots import plot_learning_curves  # matplotlib: imported only when a run ends
+
+    plot_learning_curves(run_dir)  # curves.png: losses, Q/V, KL terms, evaluations
     if trainer.eval_env is not None:
         trainer.eval_env.close()
     return path

@@ -75,7 +75,13 @@ def test_toy2d_run_writes_every_output(tmp_path):
     with np.load(tmp_path / "samples.npz") as npz:
         assert npz["samples"].shape == (300, 2) and npz["data"].shape == (2000, 2)
         assert npz["rewards"].shape == (2000,) and float(npz["eta"]) == pytest.approx(0.05)
-    for name in ("samples.png", "value_landscape.png", "config.yaml", "checkpoints/latest.pt"):
+    for name in (
+        "samples.png",
+        "value_landscape.png",
+        "curves.png",
+        "config.yaml",
+        "checkpoints/latest.pt",
+    ):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "logs").rglob("*.csv")), "CSV scalars were not written"
 
@@ -107,6 +113,21 @@ def test_minari_hopper_run_with_env_evaluation(tmp_path, minari_hopper_dataset):
     assert sorted(p.name for p in train.glob("kl_per_step/*.csv")) == [
         f"{n}.csv" for n in range(1, 6)
     ]
+    # curves.png of a control run: its panels from the CSV logs, KL terms and scores included
+    from plots import curve_panels, read_scalars
+
+    assert (tmp_path / "curves.png").is_file()
+    panels = {
+        title: [key for key, *_ in series]
+        for title, series, _ in curve_panels(read_scalars(tmp_path))
+    }
+    assert panels["KL terms"] == ["train/penalty", "train/actor_kl"] + [
+        f"train/kl_per_step/{n}" for n in range(1, 6)
+    ]
+    assert panels["evaluation: normalised score"] == ["eval/normalized_score_mean"]
+    assert {"behavior loss (noise prediction)", "critic losses", "Q and V (batch means)"} <= set(
+        panels
+    )
 
 
 class _Interrupting(bdpo_offline.BDPOTrainer):
