@@ -56,7 +56,7 @@ from bdpo_utils import (  # noqa: E402
     uses_cuda_graphs,
     validate_config,
 )
-from progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
+from run_progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
 from torchrl_bdpo.checkpoint import atomic_save, rng_state, set_rng_state  # noqa: E402

@@ -54,7 +54,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from progress import Progress, plain_torchrl_logging
+from run_progress import Progress, plain_torchrl_logging
 from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
-from progress import Progress, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
+from run_progress import Progress, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
 
 def test_off_a_terminal_progress_is_plain_log_lines(caplog, capsys):
