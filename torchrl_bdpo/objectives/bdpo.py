@@ -125,6 +125,9 @@ class BDPOLoss(LossModule):
         ...     make_qvalue_operator(QEnsemble(3, 2, num_members=4, hidden_sizes=(16,))),
         ...     make_value_operator(DiffusionValueEnsemble(3, 2, num_members=4, hidden_sizes=(16,))),
         ...     diffusion(), eta=0.2, rho=1.0, num_samples=3)
+        >>> from torchrl_bdpo import GroupSoftUpdate  # the EMA targets, built right after the loss
+        >>> emas = [GroupSoftUpdate(loss, groups=g, tau=0.005) for g in (
+        ...     ["qvalue_network", "value_network"], ["actor_network"], ["behavior_network"])]
         >>> td = TensorDict({
         ...     "observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1,
         ...     "next": {"observation": torch.randn(8, 3), "reward": torch.randn(8, 1),

@@ -71,6 +71,8 @@ class DiffusionBehaviorLoss(LossModule):
         >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor
         >>> actor = DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
         >>> loss = DiffusionBehaviorLoss(actor)
+        >>> from torchrl_bdpo import GroupSoftUpdate
+        >>> ema = GroupSoftUpdate(loss, groups=["behavior_network"], tau=0.005)  # its EMA target
         >>> td = TensorDict({"observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1}, [8])
         >>> loss(td)["loss_behavior"].shape
         torch.Size([])
