@@ -517,8 +517,11 @@ def make_eval_env(
             "AntMaze -v0 data do not match gymnasium-robotics' AntMaze observations or maze "
             "coordinates: evaluating them there is not supported."
         )
-    env = SerialEnv(num_envs, make) if num_envs > 1 else make()
-    return TransformedEnv(env, StepCounter(max_steps=max_episode_steps))
+    if num_envs > 1:
+        return TransformedEnv(SerialEnv(num_envs, make), StepCounter(max_steps=max_episode_steps))
+    env = make()  # already a TransformedEnv: one more transform (nesting one would warn)
+    env.append_transform(StepCounter(max_steps=max_episode_steps))
+    return env
 
 
 def evaluation_seed(seed: int) -> int:
