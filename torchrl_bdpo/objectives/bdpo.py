@@ -568,11 +568,13 @@ class BDPOLoss(LossModule):
             )
         return self._reduce_loss(loss.reshape(batch), tensordict), meta
 
-    def value_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
-        """Squared error of every ``V_n`` member onto ``y_V`` at forward-noised dataset actions."""
+    def value_target(
+        self, tensordict: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The diffusion-value target ``y_V`` ``[B]`` (no gradient) at forward-noised dataset
+        actions, with the noisy actions ``x_n`` ``[B, A]`` and their steps ``n`` ``[B]``."""
         keys = self.tensor_keys
         obs, act = self._get(tensordict, [keys.observation, keys.action], "value_loss")
-        batch = obs.shape[:-1]
         obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
         x_n, n = self._noisy_dataset_actions(act)
         with torch.no_grad():
@@ -582,7 +584,14 @@ class BDPOLoss(LossModule):
             )
             kl = self._kl(eps_pi, eps_nu, self.schedule.kl_weights[n])
             target = self._aggregate(self._next_values(obs, x_prev, n - 1).mean(-2)) - self.eta * kl
-        v = self._v(self.value_network_params, obs, x_n, n)
+        return target, x_n, n
+
+    def value_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """Squared error of every ``V_n`` member onto ``y_V`` at forward-noised dataset actions."""
+        target, x_n, n = self.value_target(tensordict)
+        obs = tensordict.get(self.tensor_keys.observation)
+        batch = obs.shape[:-1]
+        v = self._v(self.value_network_params, obs.reshape(-1, obs.shape[-1]), x_n, n)
         loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2))
         with torch.no_grad():
             mask = self._row_mask(tensordict, batch)
