@@ -353,3 +353,11 @@ def test_discount_is_set_the_torchrl_way():
         loss.make_value_estimator(gamma=1.5)
     with pytest.raises(NotImplementedError, match="gamma"):
         loss.make_value_estimator(lmbda=0.9)
+
+
+def test_actions_outside_the_box_are_accepted_without_sampler_clipping():
+    """2D tasks: no sampler clipping, so the box is not part of the model and wide actions train."""
+    loss = make_loss(clip=False)
+    td = batch(4)
+    td["action"] = torch.full((4, 2), 3.0)
+    assert torch.isfinite(loss(td)["loss_actor"])

@@ -111,8 +111,8 @@ class BDPOLoss(LossModule):
             ``"none"`` returns one value per row (shape ``[*batch]``). Rows that TorchRL's loss
             mask marks invalid (``loss_mask_key``: ``("collector", "mask")`` by default) do
             not count, in the losses and in the diagnostics. Defaults to ``"mean"``.
-        validate_inputs (bool): check, in eager mode, that actions lie in the actor's box and
-            termination flags are 0/1 (one host sync per loss call; shapes and dtypes are always
+        validate_inputs (bool): check, in eager mode, that actions lie in the actor's box (when
+            its sampler clips to it) and termination flags are 0/1 (one host sync per loss call; shapes and dtypes are always
             checked). Turn it off once the data are validated. Defaults to ``True``.
 
     Examples:
@@ -347,8 +347,8 @@ class BDPOLoss(LossModule):
             raise ValueError(
                 f"{where} must hold 0/1 (or bool) termination flags, got other values."
             )
-        if key == keys.action:
-            policy = self.actor_network.policy
+        policy = self.actor_network.policy
+        if key == keys.action and policy.clip_sample:  # the sampler's box is part of the model
             low, high = policy.action_low.to(value.dtype), policy.action_high.to(value.dtype)
             if not ((value >= low) & (value <= high)).all():
                 raise ValueError(
