@@ -79,12 +79,22 @@ def flatten_observation(obs: Any) -> np.ndarray:
     return arr.reshape(arr.shape[0], -1)
 
 
+def _check_numeric(arr: np.ndarray, name: str, index: int) -> None:
+    if arr.dtype.kind not in "biuf":
+        raise DatasetValidationError(
+            f"episode {index}: {name} have dtype {arr.dtype}, expected numbers (float, int or bool)"
+        )
+
+
 def _as_flags(x: Any, length: int, name: str, index: int) -> np.ndarray:
+    from .validation import check_flag_values  # validation imports TED_KEYS from here
+
     arr = np.asarray(x)
     if arr.shape != (length,):
         raise DatasetValidationError(
             f"episode {index}: {name} has shape {arr.shape}, expected ({length},)"
         )
+    check_flag_values(arr, name, episode=index)
     return arr.astype(bool)
 
 
@@ -98,7 +108,8 @@ def episodes_to_ted(episodes: Sequence[Mapping[str, Any]]) -> TensorDict:
         TensorDict with batch size ``[sum(L)]``.
 
     Raises:
-        DatasetValidationError: no episodes, or an episode whose arrays disagree in length.
+        DatasetValidationError: no episodes, an episode whose arrays disagree in length, or
+            termination/truncation flags other than 0/1.
 
     Examples:
         >>> ep = dict(observations=np.arange(6.0).reshape(3, 2), actions=np.zeros((2, 1)),
@@ -121,6 +132,8 @@ def episodes_to_ted(episodes: Sequence[Mapping[str, Any]]) -> TensorDict:
             raise DatasetValidationError(f"episode {i} lacks {missing}; has {sorted(ep)}")
         ep_obs = flatten_observation(ep["observations"])
         ep_act = np.asarray(ep["actions"])
+        for key, arr in (("observations", ep_obs), ("actions", ep_act)):
+            _check_numeric(arr, key, i)
         length = ep_act.shape[0] if ep_act.ndim else 0
         if length == 0:
             raise DatasetValidationError(f"episode {i} has no steps (actions {ep_act.shape})")
@@ -130,6 +143,7 @@ def episodes_to_ted(episodes: Sequence[Mapping[str, Any]]) -> TensorDict:
                 "expected one more observation than actions (the final next observation)"
             )
         ep_rew = np.asarray(ep["rewards"])
+        _check_numeric(ep_rew, "rewards", i)
         if ep_rew.shape != (length,):
             raise DatasetValidationError(
                 f"episode {i}: rewards have shape {ep_rew.shape}, expected ({length},)"
