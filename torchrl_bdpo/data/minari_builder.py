@@ -11,6 +11,7 @@ passes ``eval_env``, so nothing is rolled out and the scores read back unchanged
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,6 +31,10 @@ def _check_episode(index: int, ep: Mapping[str, Any]) -> int:
     if missing:
         raise ValueError(f"episode {index} lacks {missing}; has {sorted(ep)}")
     length = len(ep["actions"])
+    if length == 0:
+        raise ValueError(
+            f"episode {index} has no steps (0 actions); every episode needs at least one"
+        )
     obs = ep["observations"]
     obs_lengths = {len(v) for v in obs.values()} if isinstance(obs, Mapping) else {len(obs)}
     if obs_lengths != {length + 1}:
@@ -77,7 +82,9 @@ def build_minari_dataset(
 
     Raises:
         FileExistsError: the dataset already exists.
-        ValueError: no episodes, inconsistent episode arrays, or only one reference score.
+        ValueError: no episodes, an episode without steps, inconsistent episode arrays, or
+            only one reference score (all checked before anything is written; a failed write
+            removes what it wrote).
 
     Examples:
         >>> from torchrl_bdpo.data.rollout import rollout_episodes, uniform_random_policy
@@ -105,9 +112,10 @@ def build_minari_dataset(
             "delete that folder"
         )
 
+    for i, ep in enumerate(episodes):  # every episode is checked before anything is written
+        _check_episode(i, ep)
     buffers = []
     for i, ep in enumerate(episodes):
-        _check_episode(i, ep)
         obs = ep["observations"]
         buffers.append(
             EpisodeBuffer(
@@ -134,16 +142,21 @@ def build_minari_dataset(
 
         route_mujoco_warnings()
         spec = gym.make(env_id, **dict(env_kwargs or {})).spec  # the id plus its kwargs
-        minari.create_dataset_from_buffers(
-            dataset_id=dataset_id,
-            buffer=buffers,
-            env=spec,
-            eval_env=spec,
-            algorithm_name=algorithm_name,
-            author=author,
-            description=description,
-            **scores,
-        )
+        try:
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=spec,
+                eval_env=spec,
+                algorithm_name=algorithm_name,
+                author=author,
+                description=description,
+                **scores,
+            )
+        except BaseException:
+            # a half-written dataset would block rebuilding this id
+            shutil.rmtree(target, ignore_errors=True)
+            raise
     logger.info(
         "wrote Minari dataset %s (%d episodes, %d steps) to %s",
         dataset_id,

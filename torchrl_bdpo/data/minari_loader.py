@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import OfflineDataset
-from .errors import DatasetUnavailableError
+from .errors import DatasetUnavailableError, DatasetValidationError
 from .ted import episodes_to_ted
 from .validation import validate_transitions
 
@@ -70,6 +70,75 @@ def _spec_id(spec_json: Any) -> str | None:
         return None
 
 
+_EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _check_minari_files(data_dir: Path) -> None:
+    """Refuse a broken ``metadata.json`` or ``main_data.hdf5`` with one line naming the file.
+
+    Checks that ``metadata.json`` is a JSON object with ``total_episodes`` and, for the HDF5
+    format, that ``main_data.hdf5`` opens, holds that many episodes and that each has the
+    five episode arrays with numeric (or bool) dtypes. Data that cannot be read later (a
+    corrupted chunk) are reported by the caller.
+    """
+    import h5py
+
+    meta_path = data_dir / "metadata.json"
+    if not meta_path.is_file():
+        raise DatasetValidationError(f"{meta_path} is missing: a Minari dataset needs it")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetValidationError(f"{meta_path} is not valid JSON ({_one_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise DatasetValidationError(
+            f"{meta_path} holds a JSON {type(meta).__name__}, expected an object"
+        )
+    total = meta.get("total_episodes")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        raise DatasetValidationError(
+            f"{meta_path}: 'total_episodes' is {total!r}, expected a positive integer"
+        )
+    if meta.get("data_format", "hdf5") != "hdf5":
+        return  # other formats (arrow) are checked by minari and when the episodes are read
+    main = data_dir / "main_data.hdf5"
+    if not main.is_file():
+        raise DatasetValidationError(f"{main} is missing: metadata.json names the hdf5 format")
+    try:
+        with h5py.File(main, "r") as f:
+            if len(f) != total:
+                raise DatasetValidationError(
+                    f"{main} holds {len(f)} episodes but {meta_path.name} says {total}"
+                )
+            for name, group in f.items():
+                missing = [k for k in _EPISODE_KEYS if k not in group]
+                if missing:
+                    raise DatasetValidationError(f"{main}: {name} lacks {missing}")
+
+                def check_dtype(key, node, episode=name):
+                    if isinstance(node, h5py.Dataset) and node.dtype.kind not in "biuf":
+                        raise DatasetValidationError(
+                            f"{main}: {episode}/{key} has dtype {node.dtype}, expected numbers "
+                            "(float, int or bool)"
+                        )
+
+                for key in _EPISODE_KEYS:
+                    node = group[key]
+                    check_dtype(key, node)
+                    if isinstance(node, h5py.Group):  # dict observations
+                        node.visititems(lambda sub, n, k=key: check_dtype(f"{k}/{sub}", n))
+    except DatasetValidationError:
+        raise
+    except Exception as err:  # h5py: OSError, KeyError, RuntimeError... for damaged files
+        raise DatasetValidationError(
+            f"{main} cannot be read as HDF5 ({_one_line(err)}); it is truncated or corrupted"
+        ) from err
+
+
 def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDataset:
     """Load a Minari dataset as TED transitions.
 
@@ -100,37 +169,44 @@ def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDa
     data_dir = minari_datasets_dir() / dataset_id / "data"
     if not data_dir.is_dir() and not download:
         raise _unavailable(dataset_id, "not found locally and download=False")
+    if data_dir.is_dir():
+        _check_minari_files(data_dir)
     try:
         source = minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError as err:
         raise _unavailable(dataset_id, f"minari could not find it ({err})") from err
     except Exception as err:  # minari raises several types for network/remote failures
         if data_dir.is_dir():
-            raise
+            raise DatasetValidationError(
+                f"Minari dataset {dataset_id!r} in {data_dir} cannot be loaded ({_one_line(err)})"
+            ) from err
         raise _unavailable(dataset_id, f"download failed ({type(err).__name__}: {err})") from err
 
     raw_meta = source.storage.metadata
-    episodes = [
-        {
-            "observations": ep.observations,
-            "actions": ep.actions,
-            "rewards": ep.rewards,
-            "terminations": ep.terminations,
-            "truncations": ep.truncations,
-        }
-        for ep in source.iterate_episodes()
-    ]
-    data = episodes_to_ted(episodes)
+    try:
+        episodes = [{k: getattr(ep, k) for k in _EPISODE_KEYS} for ep in source.iterate_episodes()]
+    except Exception as err:  # h5py's errors for data that no longer decode (corrupted chunks)
+        raise DatasetValidationError(
+            f"Minari dataset {dataset_id!r}: the episodes in {data_dir} cannot be read "
+            f"({_one_line(err)}); the data files are truncated or corrupted"
+        ) from err
+    try:
+        data = episodes_to_ted(episodes)
+    except DatasetValidationError as err:
+        raise DatasetValidationError(f"Minari dataset {dataset_id!r} ({data_dir}): {err}") from err
 
     action_space = source.action_space
     low = getattr(action_space, "low", -np.inf)
     high = getattr(action_space, "high", np.inf)
-    validate_transitions(
-        data,
-        action_low=np.asarray(low, dtype=np.float64).reshape(-1),
-        action_high=np.asarray(high, dtype=np.float64).reshape(-1),
-        obs_dim=_space_obs_dim(source.observation_space),
-    )
+    try:
+        validate_transitions(
+            data,
+            action_low=np.asarray(low, dtype=np.float64).reshape(-1),
+            action_high=np.asarray(high, dtype=np.float64).reshape(-1),
+            obs_dim=_space_obs_dim(source.observation_space),
+        )
+    except DatasetValidationError as err:
+        raise DatasetValidationError(f"Minari dataset {dataset_id!r} ({data_dir}): {err}") from err
 
     env_spec_id = source.spec.env_spec.id if source.spec.env_spec is not None else None
     eval_env_id = _spec_id(raw_meta.get("eval_env_spec"))
