@@ -275,6 +275,8 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         kwargs = {} if cfg.data.download is None else {"download": bool(cfg.data.download)}
         if "/" not in name and cfg.data.d4rl_root is not None:
             kwargs["root"] = str(cfg.data.d4rl_root)
+        if cfg.data.get("path") is not None:  # a D4RL-format file: nothing to find or fetch
+            kwargs = {"path": str(cfg.data.path)}
         dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
         raise DatasetUnavailableError(f"{err}{_known_datasets()}") from err

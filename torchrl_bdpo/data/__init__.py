@@ -1,4 +1,4 @@
-"""Offline data: loading (Minari, D4RL) into TED transitions, preprocessing, sampling.
+"""Offline data: loading (Minari, D4RL files or TorchRL's D4RL cache) into TED transitions, preprocessing, sampling.
 
 Every loader returns an :class:`OfflineDataset` whose ``data`` is a TensorDict of
 transitions, batch size ``[T]``: ``observation`` float32 ``[T, obs_dim]``, ``action``
@@ -9,7 +9,8 @@ bool ``[T, 1]`` (``done = terminated | truncated``).
 
 from __future__ import annotations
 
-from .d4rl_loader import d4rl_cache_dir, d4rl_eval_env_id, load_d4rl_dataset
+from .d4rl_hdf5 import d4rl_datasets_dir, read_d4rl_hdf5
+from .d4rl_loader import d4rl_cache_dir, d4rl_eval_env_id, load_d4rl_dataset, load_d4rl_hdf5
 from .dataset import OfflineDataset
 from .errors import DatasetUnavailableError, DatasetValidationError
 from .loading import load_offline_dataset
@@ -35,15 +36,18 @@ __all__ = [
     "build_minari_dataset",
     "clip_dataset_actions",
     "d4rl_cache_dir",
+    "d4rl_datasets_dir",
     "d4rl_eval_env_id",
     "episode_returns",
     "episodes_to_ted",
     "flatten_observation",
     "load_d4rl_dataset",
+    "load_d4rl_hdf5",
     "load_minari_dataset",
     "load_offline_dataset",
     "make_offline_replay_buffer",
     "minari_datasets_dir",
+    "read_d4rl_hdf5",
     "return_range_scale",
     "rollout_episodes",
     "scale_rewards",

@@ -1,4 +1,13 @@
-"""Load the original D4RL hdf5 datasets (via torchrl's cache) as TED transitions.
+"""Load D4RL datasets as TED transitions: D4RL's own HDF5 files or TorchRL's processed cache.
+
+Where a dataset ``name`` is looked for, in order (:func:`load_d4rl_dataset`):
+
+1. D4RL's HDF5 file, named as D4RL names it (``hopper-medium-v2`` ->
+   ``hopper_medium-v2.hdf5``, or ``<name>.hdf5``), in ``root`` when given, else in D4RL's
+   download directory ``$D4RL_DATASET_DIR`` (default ``~/.d4rl/datasets``), read by
+   :mod:`~torchrl_bdpo.data.d4rl_hdf5`; any other file: :func:`load_d4rl_hdf5`;
+2. TorchRL's processed copy ``<root>/<name>`` (default root ``~/.cache/torchrl/d4rl``);
+3. a download through TorchRL when allowed.
 
 ``torchrl.data.datasets.D4RLExperienceReplay(name, direct_download=True)`` downloads the
 D4RL hdf5 file once and memory-maps a processed copy under ``<root>/<name>`` (default
@@ -32,16 +41,19 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from ..scores import D4RL_REF_SCORES
+from .d4rl_hdf5 import d4rl_datasets_dir, d4rl_file_name, d4rl_name_of_file, read_d4rl_hdf5
 from .dataset import OfflineDataset
-from .errors import DatasetUnavailableError
+from .errors import DatasetUnavailableError, DatasetValidationError
 from .validation import validate_transitions
 
 __all__ = [
     "D4RL_NAME_PATTERN",
     "d4rl_cache_dir",
     "d4rl_eval_env_id",
+    "d4rl_hdf5_candidates",
     "d4rl_transitions_from_torchrl",
     "load_d4rl_dataset",
+    "load_d4rl_hdf5",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,14 +111,22 @@ def d4rl_eval_env_id(name: str) -> str | None:
     return _GYMNASIUM_IDS.get(env)
 
 
-def _unavailable(name: str, cache: Path, reason: str) -> DatasetUnavailableError:
+def d4rl_hdf5_candidates(name: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Paths where D4RL's HDF5 file of ``name`` may lie: D4RL's file name, then ``<name>.hdf5``,
+    in ``root`` when given, else in D4RL's download directory (:func:`d4rl_datasets_dir`)."""
+    directory = Path(root).expanduser() if root is not None else d4rl_datasets_dir()
+    names = [n for n in (d4rl_file_name(name), f"{name}.hdf5") if n is not None]
+    return [directory / n for n in dict.fromkeys(names)]
+
+
+def _unavailable(name: str, cache: Path, files: list[Path], reason: str) -> DatasetUnavailableError:
     return DatasetUnavailableError(
-        f"D4RL dataset {name!r} is not available: {reason}. Looked for torchrl's cache at "
-        f"{cache / name}. On a machine with network access run "
-        f'`python -c "from torchrl.data.datasets import D4RLExperienceReplay; '
-        f"D4RLExperienceReplay('{name}', batch_size=1, direct_download=True, "
-        f'use_truncated_as_done=False)"` and copy the folder ~/.cache/torchrl/d4rl/{name} '
-        f"to {cache / name} here (or pass root= pointing at the directory that holds it)."
+        f"D4RL dataset {name!r} is not available: {reason}. Looked for D4RL's HDF5 file at "
+        f"{', '.join(map(str, files))} and for torchrl's processed copy at {cache / name}. "
+        f"Copy D4RL's file ({files[0].name}, as d4rl downloads it into $D4RL_DATASET_DIR or "
+        "~/.d4rl/datasets) into one of those places, point the recipe at it with "
+        "data.path=<file> or at its directory with data.d4rl_root=<dir>, or allow the "
+        "download with data.download=true on a machine with network access."
     )
 
 
@@ -179,13 +199,16 @@ def load_d4rl_dataset(
 ) -> OfflineDataset:
     """Load a D4RL dataset (e.g. ``"hopper-medium-v2"``) as TED transitions.
 
-    Reads torchrl's cache ``<root>/<name>`` when present; otherwise (and only if
-    ``download``) lets ``D4RLExperienceReplay(direct_download=True)`` fetch it.
+    Reads D4RL's own HDF5 file when there is one (see :func:`d4rl_hdf5_candidates`), else
+    torchrl's processed copy ``<root>/<name>``; otherwise (and only if ``download``) lets
+    ``D4RLExperienceReplay(direct_download=True)`` fetch it into that copy.
 
     Args:
         name: D4RL dataset name known to torchrl.
-        root: cache directory (default ``~/.cache/torchrl/d4rl``).
-        download: allow downloading when the cache is missing.
+        root: a directory holding D4RL's HDF5 file or torchrl's processed copy (defaults:
+            ``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets`` for the file,
+            ``~/.cache/torchrl/d4rl`` for the copy).
+        download: allow downloading when neither is there.
 
     Returns:
         :class:`OfflineDataset` with the Gymnasium v5 evaluation env id (see
@@ -193,9 +216,9 @@ def load_d4rl_dataset(
 
     Raises:
         ValueError: ``name`` is not a D4RL dataset torchrl knows.
-        DatasetUnavailableError: the cache is missing or unreadable and could not be
-            (re)obtained.
-        DatasetValidationError: the data is malformed.
+        DatasetUnavailableError: neither the file nor the copy is here, or the copy is
+            unreadable, and it could not be (re)obtained.
+        DatasetValidationError: the data is malformed (the message names the file).
 
     Examples:
         >>> ds = load_d4rl_dataset("hopper-medium-v2")  # doctest: +SKIP
@@ -217,10 +240,14 @@ def load_d4rl_dataset(
                 else "expected e.g. 'hopper-medium-v2'"
             )
         )
+    files = d4rl_hdf5_candidates(name, root)
+    for path in files:
+        if path.is_file():
+            return load_d4rl_hdf5(path, name=name)
     cache = d4rl_cache_dir(root)
     cached = (cache / name).exists()
     if not cached and not download:
-        raise _unavailable(name, cache, "no cached copy and download=False")
+        raise _unavailable(name, cache, files, "no D4RL file, no cached copy and download=False")
 
     saved_env = os.environ.get("D4RL_DATASET_DIR")  # torchrl points it at a deleted temp dir
     try:
@@ -241,7 +268,7 @@ def load_d4rl_dataset(
             if cached
             else f"download failed ({type(err).__name__}: {err})"
         )
-        raise _unavailable(name, cache, reason) from err
+        raise _unavailable(name, cache, files, reason) from err
     finally:
         if saved_env is None:
             os.environ.pop("D4RL_DATASET_DIR", None)
@@ -249,29 +276,75 @@ def load_d4rl_dataset(
             os.environ["D4RL_DATASET_DIR"] = saved_env
 
     data, info = d4rl_transitions_from_torchrl(raw)
-    env = match["env"]
-    validate_transitions(data, obs_dim=_D4RL_OBS_DIMS.get(env))
-    refs = D4RL_REF_SCORES.get(env)
-    metadata = {"source": "d4rl", "path": str(cache / name), **info}
+    return _d4rl_dataset(name, data, {"source": "d4rl", "path": str(cache / name), **info})
+
+
+def load_d4rl_hdf5(path: str | os.PathLike, *, name: str | None = None) -> OfflineDataset:
+    """Load an HDF5 file in D4RL's layout (see :mod:`~torchrl_bdpo.data.d4rl_hdf5`).
+
+    Args:
+        path: the file, e.g. ``~/.d4rl/datasets/hopper_medium-v2.hdf5``.
+        name: the dataset's name; defaults to the D4RL name of a file named as D4RL names
+            it, else the file's stem. A D4RL dataset name known to torchrl brings its
+            evaluation env and reference scores; any other name has neither (evaluation
+            then needs an env id, and reports raw returns).
+
+    Raises:
+        DatasetUnavailableError: ``path`` is not a file.
+        DatasetValidationError: the file is not readable HDF5 or its data are malformed.
+
+    Examples:
+        >>> ds = load_d4rl_hdf5("~/.d4rl/datasets/hopper_medium-v2.hdf5")  # doctest: +SKIP
+        >>> ds.name, ds.env_id  # doctest: +SKIP
+        ('hopper-medium-v2', 'Hopper-v5')
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = (
+            "is a directory (pass the directory as root / data.d4rl_root)"
+            if path.is_dir()
+            else "does not exist"
+        )
+        raise DatasetUnavailableError(f"D4RL-format HDF5 file {path} {what}")
+    name = name or d4rl_name_of_file(path) or path.stem
+    rows, file_info = read_d4rl_hdf5(path)
+    data, info = d4rl_transitions_from_torchrl(rows)
+    return _d4rl_dataset(
+        name, data, {"source": "d4rl-hdf5", "path": str(path), **file_info, **info}
+    )
+
+
+def _d4rl_dataset(name: str, data: TensorDict, metadata: dict) -> OfflineDataset:
+    """Validates ``data`` and attaches what D4RL knows of ``name`` (env id, reference scores)."""
+    from torchrl.data.datasets.d4rl_infos import D4RL_DATASETS
+
+    match = D4RL_NAME_PATTERN.match(name)
+    known = match is not None and name in D4RL_DATASETS
+    env = match["env"] if known else None
+    try:
+        validate_transitions(data, obs_dim=_D4RL_OBS_DIMS.get(env))
+    except DatasetValidationError as err:
+        raise DatasetValidationError(f"{metadata['path']}: {err}") from err
+    refs = D4RL_REF_SCORES.get(env) if known else None
     if env in _EVAL_NOTES:
         metadata["eval_note"] = _EVAL_NOTES[env]
-    if info["dropped_timeouts"]:
+    if metadata["dropped_timeouts"]:
         logger.info(
             "%s: dropped %d timeout transitions without a usable next observation",
             name,
-            info["dropped_timeouts"],
+            metadata["dropped_timeouts"],
         )
     logger.info(
         "loaded D4RL dataset %s: %d transitions in %d episodes from %s",
         name,
         data.batch_size[0],
-        info["num_episodes"],
-        cache / name,
+        metadata["num_episodes"],
+        metadata["path"],
     )
     return OfflineDataset(
         name=name,
         data=data,
-        env_id=d4rl_eval_env_id(name),
+        env_id=d4rl_eval_env_id(name) if known else None,
         ref_min_score=None if refs is None else refs.random,
         ref_max_score=None if refs is None else refs.expert,
         metadata=metadata,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .d4rl_loader import D4RL_NAME_PATTERN, load_d4rl_dataset
+from .d4rl_loader import D4RL_NAME_PATTERN, load_d4rl_dataset, load_d4rl_hdf5
 from .dataset import OfflineDataset
 from .minari_loader import load_minari_dataset
 
 __all__ = ["load_offline_dataset"]
 
 
-def load_offline_dataset(name: str, **kwargs: Any) -> OfflineDataset:
+def load_offline_dataset(name: str, *, path: str | None = None, **kwargs: Any) -> OfflineDataset:
     """Load ``name`` with the matching loader.
 
+    - with ``path``: the HDF5 file in D4RL's layout at ``path``, named ``name``
+      (:func:`~torchrl_bdpo.data.d4rl_loader.load_d4rl_hdf5`; no other ``kwargs``);
     - names containing ``/`` are Minari ids (``"mujoco/hopper/medium-v0"``):
       :func:`~torchrl_bdpo.data.minari_loader.load_minari_dataset`;
     - names ``<env>-<kind>-v<digit>`` are D4RL datasets (``"hopper-medium-v2"``):
@@ -31,6 +33,8 @@ def load_offline_dataset(name: str, **kwargs: Any) -> OfflineDataset:
         ...
         ValueError: cannot tell the source of dataset 'hopper': use a Minari id containing '/' ...
     """
+    if path is not None:
+        return load_d4rl_hdf5(path, name=name)
     if "/" in name:
         return load_minari_dataset(name, **kwargs)
     if D4RL_NAME_PATTERN.match(name):
