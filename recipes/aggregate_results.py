@@ -21,7 +21,8 @@ Usage::
     python recipes/aggregate_results.py multirun/2025-01-01 [more dirs] [--out results/table]
 
 ``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task and settings
-variant: task, domain, distinct seeds, runs, final/best mean and std, the 2-D metrics' mean and
+variant: task, domain, distinct seeds, runs, metric (``normalized_score``, or ``return`` for raw
+returns of datasets without reference scores), final/best mean and std, the 2-D metrics' mean and
 std; empty cells for missing values). A path that does not exist is one error line and exit
 status 2.
 """
@@ -78,6 +79,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "domain",
     "seeds",
     "runs",
+    "metric",
     "final_mean",
     "final_std",
     "best_mean",
@@ -399,7 +401,7 @@ def to_csv(rows: Iterable[TaskRow], path: str | Path) -> None:
         for r in rows:
             toy = [v for k in TOY2D_METRICS for v in r.toy2d.get(k, (_NAN, _NAN))]
             w.writerow(
-                [r.label, r.domain, r.seeds, r.runs]
+                [r.label, r.domain, r.seeds, r.runs, "" if r.domain == "toy2d" else r.metric]
                 + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std, *toy)]
             )
     logger.info("wrote %s", path)

@@ -109,6 +109,12 @@ class BDPOTrainer:
         ]  # a resumed run keeps logging to the same wandb run
         self.eval_env = None
         if self.task.domain != "toy2d" and cfg.eval.env:
+            if not self.task.has_reference_scores:
+                log.warning(
+                    "Dataset %s has no reference scores (ref_min_score/ref_max_score): "
+                    "evaluations report raw returns (metric 'return'), no normalised score.",
+                    self.task.name,
+                )
             if not self.task.env_id:
                 raise ConfigError(
                     f"The dataset {self.task.name} names no evaluation env; set env.id=<Gymnasium id> "
@@ -280,15 +286,16 @@ class BDPOTrainer:
                 return_std=float(returns.std()),
                 episodes=len(returns),
             )
-            if self.task.ref_min_score is not None and self.task.ref_max_score is not None:
+            if self.task.has_reference_scores:
                 scale = 100.0 / (self.task.ref_max_score - self.task.ref_min_score)
                 scores = (returns - self.task.ref_min_score) * scale
                 result.update(
                     normalized_score_mean=float(scores.mean()),
                     normalized_score_std=float(scores.std()),
                 )
-            else:
+            else:  # no reference scores: raw returns only, never a made-up normalised score
                 result.update(normalized_score_mean=None, normalized_score_std=None)
+            result["metric"] = self.task.score_metric
         result["eval_time_s"] = time.time() - t0
         self.evals.append(result)
         return result
@@ -475,7 +482,16 @@ class BDPOTrainer:
                 "normalized_score_std",
                 "episodes",
             )
+            refs = (
+                {"min": self.task.ref_min_score, "max": self.task.ref_max_score}
+                if self.task.has_reference_scores
+                else None
+            )
             summary["eval"] = {
+                # "normalized_score" (D4RL-style, from the reference scores) or "return" (raw
+                # undiscounted returns: the dataset has no reference scores)
+                "metric": self.task.score_metric,
+                "reference_scores": refs,
                 "final": {k: final.get(k) for k in pick},
                 "best": {k: best.get(k) for k in pick},
             }
@@ -486,8 +502,13 @@ _EVAL_COUNTERS = ("step", "train_step", "episodes")
 
 
 def _short(result: dict) -> str:
-    return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    text = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in result.items()
+        if v is not None and k != "metric"
+    )
+    return text + (
+        " (raw returns: no reference scores)" if result.get("metric") == "return" else ""
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,19 @@ class TaskData:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     toy2d: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_reference_scores(self) -> bool:
+        """Whether returns can be normalised: both reference returns known, finite and distinct."""
+        lo, hi = self.ref_min_score, self.ref_max_score
+        if lo is None or hi is None:
+            return False
+        return math.isfinite(lo) and math.isfinite(hi) and lo != hi
+
+    @property
+    def score_metric(self) -> str:
+        """``"normalized_score"`` with reference scores, else ``"return"`` (raw returns)."""
+        return "normalized_score" if self.has_reference_scores else "return"
 
 
 def make_task_data(cfg: DictConfig) -> TaskData:

@@ -20,6 +20,7 @@ RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
 
 import bdpo_offline  # noqa: E402
+import bdpo_utils  # noqa: E402
 from bdpo_utils import ConfigError  # noqa: E402
 
 TINY = [
@@ -128,6 +129,103 @@ def test_minari_hopper_run_with_env_evaluation(tmp_path, minari_hopper_dataset):
     assert {"behavior loss (noise prediction)", "critic losses", "Q and V (batch means)"} <= set(
         panels
     )
+
+
+SHORT_ENV_RUN = (
+    *TINY,
+    "compile=false",
+    "optim.pretrain_steps=6",
+    "optim.train_steps=6",
+    "optim.value_warmup_steps=2",
+    "optim.actor_update_period=2",
+    "eval.interval=3",
+    "eval.episodes=2",
+    "eval.num_candidates=2",
+    "env.max_episode_steps=10",
+    "checkpoint.interval=6",
+)
+
+
+def _write_d4rl_hopper_file(path: Path, episodes: int = 4, length: int = 20) -> Path:
+    """A D4RL-layout HDF5 file (random Hopper-sized rows, each episode ending in a timeout)."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    rows = episodes * length
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(rows, 11)).astype(np.float32)
+        f["next_observations"] = rng.normal(size=(rows, 11)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, size=(rows, 3)).astype(np.float32)
+        f["rewards"] = rng.uniform(0, 3, size=rows).astype(np.float32)
+        f["terminals"] = np.zeros(rows, bool)
+        f["timeouts"] = np.arange(rows) % length == length - 1
+    return path
+
+
+def test_d4rl_file_in_d4rl_default_directory_trains_and_evaluates(tmp_path, monkeypatch):
+    """A user's ``$D4RL_DATASET_DIR/hopper_medium-v2.hdf5`` is found by the task's name, offline."""
+    import torchrl.data.datasets.d4rl as torchrl_d4rl
+
+    def no_download(url, directory):
+        raise AssertionError("the recipe tried to download")
+
+    monkeypatch.setattr(torchrl_d4rl, "_download_dataset_from_url", no_download)
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    _write_d4rl_hopper_file(tmp_path / "d4rl" / "hopper_medium-v2.hdf5")
+    cfg = _cfg("task=hopper-medium-v2", *SHORT_ENV_RUN)
+    summary = json.loads(bdpo_offline.run(cfg, tmp_path / "run").read_text())
+    assert summary["dataset"] == "hopper-medium-v2"
+    assert summary["eval"]["metric"] == "normalized_score"
+    assert summary["eval"]["reference_scores"] == {"min": -20.272305, "max": 3234.3}
+    final = summary["eval"]["final"]
+    expected = 100 * (final["return_mean"] + 20.272305) / (3234.3 + 20.272305)
+    assert final["normalized_score_mean"] == pytest.approx(expected)
+    # the same file anywhere, through data.path (here under another dataset name)
+    other = _write_d4rl_hopper_file(tmp_path / "elsewhere" / "copy.hdf5")
+    task = bdpo_utils.make_task_data(
+        _cfg("task=hopper-medium-v2", f"data.path={other}", "data.download=false")
+    )
+    assert task.data.batch_size[0] == 80 and task.env_id == "Hopper-v5"
+    task = bdpo_utils.make_task_data(
+        _cfg("task=hopper-medium-v2", f"data.d4rl_root={tmp_path / 'd4rl'}", "data.download=false")
+    )
+    assert task.ref_max_score == 3234.3
+
+
+def test_datasets_without_reference_scores_report_raw_returns(tmp_path, monkeypatch, caplog):
+    """A Minari dataset without ref scores (like Minari's mujoco/* remakes): raw returns, labelled,
+    in the log, summary.json and the aggregate tables; no normalised score anywhere."""
+    import aggregate_results as agg
+    import gymnasium as gym
+
+    from torchrl_bdpo.data import build_minari_dataset, rollout_episodes, uniform_random_policy
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    space = gym.make("Hopper-v5").action_space
+    episodes = rollout_episodes(
+        "Hopper-v5", uniform_random_policy(space, 0), 4, seed=0, max_steps=20
+    )
+    build_minari_dataset("bdpo-test/hopper/norefs-v0", "Hopper-v5", episodes)
+    cfg = _cfg("task=custom", "data.name=bdpo-test/hopper/norefs-v0", *SHORT_ENV_RUN)
+    with caplog.at_level("INFO", logger="bdpo"):
+        summary = json.loads(bdpo_offline.run(cfg, tmp_path / "run").read_text())
+    assert "no reference scores" in caplog.text and "raw returns" in caplog.text
+    evals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval @")]
+    assert evals and all("raw returns" in m and "normalized" not in m for m in evals)
+    block = summary["eval"]
+    assert block["metric"] == "return" and block["reference_scores"] is None
+    for which in ("final", "best"):
+        assert block[which]["normalized_score_mean"] is None
+        assert np.isfinite(block[which]["return_mean"])
+    assert all(e["metric"] == "return" for e in summary["evaluations"])
+    logged = {p.stem for p in (tmp_path / "run" / "logs").rglob("eval/*.csv")}
+    assert "return_mean" in logged and not any("normalized" in n for n in logged)
+    rows = agg.aggregate([summary])
+    assert rows[0].metric == "return"
+    assert "| custom † |" in agg.to_markdown(rows)
+    agg.to_csv(rows, tmp_path / "table.csv")
+    assert (tmp_path / "table.csv").read_text().splitlines()[1].split(",")[3] == "return"
 
 
 class _Interrupting(bdpo_offline.BDPOTrainer):
