@@ -182,3 +182,24 @@ def test_selection_policy_from_a_loss_binds_the_ema_parameters():
     assert a.shape == b.shape == (3, 2) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="model"):
         QSelectionPolicy.from_loss(loss, 4, model="critic")
+
+
+@pytest.mark.parametrize("kind", [ExplorationType.MEAN, ExplorationType.MODE])
+def test_mean_and_mode_are_refused_not_averaged(kind, hopper_env):
+    """tensordict's MEAN fallback would average 1000 sampled chains: refused instead."""
+    actor = diffusion_actor()
+    td = TensorDict({"observation": torch.randn(5, 3)}, [5])
+    calls = []
+    original = actor.policy.sample
+    actor.policy.sample = lambda *a, **k: calls.append(1) or original(*a, **k)
+    with set_exploration_type(kind), pytest.raises(NotImplementedError, match=kind.name):
+        actor(td)
+    assert calls == [] and "action" not in td.keys()
+    with set_exploration_type(kind), pytest.raises(NotImplementedError, match="RANDOM"):
+        hopper_env.rollout(3, _hopper_actor())
+    with pytest.raises(NotImplementedError, match=kind.name):
+        DiffusionActor(actor.policy, default_interaction_type=kind)
+    # the supported interaction types still run
+    for ok in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):
+        with set_exploration_type(ok):
+            assert actor(td.clone())["action"].shape == (5, 2)

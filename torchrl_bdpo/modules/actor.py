@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.nn.probabilistic import interaction_type
 from tensordict.utils import NestedKey
 from torch import distributions as D
 from torch import nn
@@ -355,15 +356,38 @@ class _PolicyHolder(nn.Module):
         return observation
 
 
+#: Interaction types a DiffusionActor runs; MEAN, MODE and MEDIAN are refused.
+_SUPPORTED_INTERACTIONS = (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC)
+
+
+def _check_interaction(kind: ExplorationType) -> None:
+    """Refuse the interaction types a diffusion policy cannot honour.
+
+    Under ``MEAN`` tensordict would fall back to averaging 1000 sampled chains: for a
+    multimodal policy that is an action the policy would not take (between two modes),
+    at 1000 times the cost of one sample. ``MODE``/``MEDIAN`` are not defined either.
+    """
+    if kind not in _SUPPORTED_INTERACTIONS:
+        raise NotImplementedError(
+            f"DiffusionActor does not support ExplorationType.{kind.name}: a diffusion policy "
+            "has no closed-form mean, mode or median, and averaging sampled actions of a "
+            "multimodal policy gives actions it would not take. Use ExplorationType.RANDOM "
+            "(stochastic reverse chain) or DETERMINISTIC (noise-free chain from x_N = 0)."
+        )
+
+
 class DiffusionActor(ProbabilisticActor):
     """A TorchRL ``ProbabilisticActor`` whose action distribution is a diffusion policy.
 
     Reads ``observation`` and writes ``action``; usable as the policy of
     ``env.rollout`` and TorchRL collectors. The interaction type decides the
     chain: ``RANDOM`` (default) samples the full stochastic reverse chain,
-    ``DETERMINISTIC`` runs it from ``x_N = 0`` with no noise. ``log_prob`` is not
+    ``DETERMINISTIC`` runs it from ``x_N = 0`` with no noise; ``MEAN``, ``MODE`` and
+    ``MEDIAN`` are refused with ``NotImplementedError`` (no closed form; an average of
+    sampled chains is not an action the policy takes). ``log_prob`` is not
     defined (see :class:`DiffusionActionDistribution`); ``return_log_prob`` must
-    stay ``False``.
+    stay ``False``. Observations must have the networks' dtype (float32 by default):
+    wrap a MuJoCo ``GymEnv`` (float64 observations) in ``DoubleToFloat``.
 
     The underlying :class:`DiffusionPolicy` (``actor.policy``) gives the
     per-step API: ``sample(..., return_chain=True)`` (every ``x_n`` and noise
@@ -394,6 +418,7 @@ class DiffusionActor(ProbabilisticActor):
         spec: TensorSpec | None = None,
         default_interaction_type: ExplorationType = ExplorationType.RANDOM,
     ) -> None:
+        _check_interaction(default_interaction_type)
         in_keys, out_keys = list(in_keys), list(out_keys)
         if len(in_keys) != 1 or len(out_keys) != 1:
             raise ValueError(
@@ -422,6 +447,10 @@ class DiffusionActor(ProbabilisticActor):
             default_interaction_type=default_interaction_type,
             return_log_prob=False,
         )
+
+    def forward(self, *args, **kwargs):
+        _check_interaction(interaction_type() or self.default_interaction_type)
+        return super().forward(*args, **kwargs)
 
     @property
     def policy(self) -> DiffusionPolicy:
