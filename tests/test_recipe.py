@@ -702,6 +702,38 @@ def test_corrupt_dataset_gives_one_clear_error(tmp_path, minari_hopper_dataset, 
     assert DatasetValidationError in bdpo_offline.USER_ERRORS
 
 
+def test_damaged_dataset_file_exits_2_with_one_line(tmp_path, monkeypatch):
+    """A truncated Minari file: exit code 2, one error line naming the file, no traceback."""
+    import gymnasium as gym
+
+    from torchrl_bdpo.data import build_minari_dataset, rollout_episodes, uniform_random_policy
+
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    space = gym.make("Hopper-v5").action_space
+    episodes = rollout_episodes(
+        "Hopper-v5", uniform_random_policy(space, 0), 2, seed=0, max_steps=20
+    )
+    build_minari_dataset("bdpo-test/hopper/cut-v0", "Hopper-v5", episodes)
+    main = root / "bdpo-test" / "hopper" / "cut-v0" / "data" / "main_data.hdf5"
+    main.write_bytes(main.read_bytes()[:4000])
+    cmd = [
+        sys.executable,
+        str(RECIPES / "bdpo_offline.py"),
+        "task=custom",
+        "data.name=bdpo-test/hopper/cut-v0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    # PYTHONPATH: this checkout's package, not an installed one
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and str(main) in errors[0] and "truncated" in errors[0]
+
+
 def test_training_without_environment_evaluation(tmp_path, minari_hopper_dataset):
     cfg = _cfg(
         "task=custom",
