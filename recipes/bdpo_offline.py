@@ -23,12 +23,22 @@ import time
 import uuid
 from pathlib import Path
 
-import hydra
-import numpy as np
-import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-from tqdm.contrib.logging import logging_redirect_tqdm
+
+def _stop_outside_training(signum, _frame):
+    """SIGINT while no update runs (imports, data loading, start-up checks): exit 130, no traceback."""
+    print("Interrupted (SIGINT) while no training update was running; stopped.", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":  # before the slow imports; training installs its own handler
+    signal.signal(signal.SIGINT, _stop_outside_training)
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 _RECIPES = str(Path(__file__).resolve().parent)
 sys.path.insert(0, _RECIPES)
@@ -39,7 +49,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_RECIPES, os.environ.get(
 from bdpo_utils import (  # noqa: E402
     ConfigError,
     compile_functions,
-    config_differences,
     evaluate_env,
     evaluate_toy2d,
     evaluation_seed,
@@ -56,15 +65,44 @@ from bdpo_utils import (  # noqa: E402
     uses_cuda_graphs,
     validate_config,
 )
+from run_dir import (  # noqa: E402
+    RunDirectory,
+    RunDirError,
+    config_differences,
+    failed_start_cleanup,
+    resume_settings,
+    write_text_atomic,
+)
 from run_progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
-from torchrl_bdpo.checkpoint import atomic_save, rng_state, set_rng_state  # noqa: E402
+from torchrl_bdpo.checkpoint import (  # noqa: E402
+    CheckpointError,
+    CheckpointStore,
+    non_finite_entries,
+    rng_state,
+    set_rng_state,
+    tensordict_fingerprint,
+)
 from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError  # noqa: E402
 
 log = logging.getLogger("bdpo")
 
-USER_ERRORS = (ConfigError, DatasetUnavailableError, DatasetValidationError)
+USER_ERRORS = (ConfigError, DatasetUnavailableError, DatasetValidationError, RunDirError)
+#: what a checkpoint must hold to resume from it
+CHECKPOINT_KEYS = (
+    "config",
+    "dataset",
+    "step",
+    "actor_initialized",
+    "loss",
+    "optimizers",
+    "schedulers",
+    "updaters",
+    "evals",
+    "wall_time",
+    "rng",
+)
 
 
 class NumericalError(RuntimeError):
@@ -94,6 +132,10 @@ class BDPOTrainer:
         torch.manual_seed(int(cfg.seed))
         np.random.seed(int(cfg.seed))
         self.task = make_task_data(cfg)
+        self.dataset = {"name": self.task.name, **tensordict_fingerprint(self.task.data)}
+        self.store = CheckpointStore(self.ckpt_dir, required=CHECKPOINT_KEYS)
+        # (update, path) of the newest good checkpoint, None before the first one
+        self.last_checkpoint: tuple[int, Path] | None = None
         self.buffer = make_replay_buffer(self.task, cfg, self.device)
         self.loss = make_loss_module(cfg, self.task, self.device)
         self.updaters = make_target_updaters(self.loss, cfg)
@@ -219,9 +261,15 @@ class BDPOTrainer:
             name = ", ".join(n for s, n in bad if s == step)  # in update order
             raise NumericalError(
                 f"{name} (or its gradient) became non-finite at update {step}. Training stopped; "
-                f"the last good checkpoint in {self.ckpt_dir} is intact. Lower the learning rates "
-                "or check the data for extreme values."
+                f"{self._checkpoint_note()}. Lower the learning rates or check the data for "
+                "extreme values."
             )
+
+    def _checkpoint_note(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written (the fault came before the first one)"
+        step, path = self.last_checkpoint
+        return f"the last good checkpoint, {path} (update {step}), is intact"
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One update; the returned tensors are valid until the next call (CUDA-graph outputs)."""
@@ -304,6 +352,7 @@ class BDPOTrainer:
     def state_dict(self) -> dict:
         return {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "dataset": self.dataset,
             "step": self.step,
             "actor_initialized": self.actor_initialized,
             "loss": self.loss.state_dict(),
@@ -317,25 +366,50 @@ class BDPOTrainer:
         }
 
     def save_checkpoint(self) -> Path:
+        """Writes a checkpoint if the whole state (parameters, EMA targets, optimisers) is finite."""
         self._check_finite()
-        path = atomic_save(self.state_dict(), self.ckpt_dir / "latest.pt")
+        state = self.state_dict()
+        bad = non_finite_entries({k: state[k] for k in ("loss", "optimizers", "updaters")})
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise NumericalError(
+                f"{len(bad)} tensors of the training state are non-finite at update {self.step} "
+                f"({', '.join(bad[:3])}{more}); no checkpoint was written and "
+                f"{self._checkpoint_note()}. Lower the learning rates or check the data for "
+                "extreme values."
+            )
+        path = self.store.save(state)
+        self.last_checkpoint = (self.step, path)
         log.debug("checkpoint at step %d -> %s", self.step, path)
         return path
 
     def load_checkpoint(self) -> None:
-        path = self.ckpt_dir / "latest.pt"
-        if not path.exists():
+        """Restores the newest good checkpoint; refuses other settings or other data."""
+        if not self.store.exists():
             raise ConfigError(
-                f"resume=true but there is no checkpoint at {path}; run without resume=true, or "
-                "point hydra.run.dir=... at the run directory to continue."
+                f"resume=true but there is no checkpoint at {self.store.latest}; run without "
+                "resume=true, or point hydra.run.dir=... at the run directory to continue."
             )
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state, path = self.store.load(map_location=self.device)
+        except CheckpointError as err:
+            raise ConfigError(
+                f"No usable checkpoint in {self.ckpt_dir} ({err}); the run cannot be resumed. "
+                "Start it again with overwrite=true or in another hydra.run.dir."
+            ) from err
         diffs = config_differences(state["config"], OmegaConf.to_container(self.cfg, resolve=True))
         if diffs:
             raise ConfigError(
                 "The checkpoint was written by a run with different settings: "
                 + "; ".join(diffs)
                 + ". Resume with the same task and settings, or start a new run directory."
+            )
+        if state["dataset"] != self.dataset:
+            keys = [k for k in self.dataset if state["dataset"].get(k) != self.dataset[k]]
+            raise ConfigError(
+                f"The dataset {self.task.name} is not the one the run started with (its "
+                f"{', '.join(keys)} changed); resume with the original data, or start a new run "
+                "directory."
             )
         self.loss.load_state_dict(state["loss"])
         for k, v in state["optimizers"].items():
@@ -350,6 +424,7 @@ class BDPOTrainer:
         self.wall_time = float(state["wall_time"])
         self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
         set_rng_state(state["rng"])
+        self.last_checkpoint = (self.step, path)
         log.info("Resumed from %s at update %d.", path, self.step)
 
     # ------------------------------------------------------------------ loop
@@ -549,18 +624,34 @@ def close_logger(logger) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTrainer) -> Path:
-    """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path.
+
+    The directory is locked for the run (one process per run directory); a start that fails
+    or is refused writes nothing in it (see ``run_dir.RunDirectory``).
+    """
+    overwrite = bool(cfg.get("overwrite", False))
+    with RunDirectory(run_dir, resume=bool(cfg.resume), overwrite=overwrite) as rd:
+        return _run(cfg, rd, trainer_cls)
+
+
+def _run(cfg: DictConfig, rd: RunDirectory, trainer_cls: type[BDPOTrainer]) -> Path:
+    run_dir = rd.path
     path = run_dir / "summary.json"
     trainer = trainer_cls(cfg, run_dir)
     if cfg.resume:
-        trainer.load_checkpoint()  # refuses a checkpoint written with other settings
+        trainer.load_checkpoint()  # refuses a checkpoint written with other settings or data
         if trainer.step >= trainer.total_steps and path.exists():
             log.info("The run in %s is complete; nothing to do.", run_dir)
             if trainer.eval_env is not None:
                 trainer.eval_env.close()
             return path
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    with rd.disk_errors():
+        return _train(cfg, rd, trainer)
+
+
+def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
+    run_dir, path = rd.path, rd.path / "summary.json"
+    rd.begin(cfg)  # the start is accepted: from here on the run directory is written
     logger = make_logger(cfg, run_dir, trainer.logger_run_id)
     start_step, t0 = trainer.step, time.time()
     trainer.train(logger)
@@ -572,9 +663,7 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
     ups = (trainer.step - start_step) / max(elapsed, 1e-9)
     close_logger(logger)
     summary = trainer.summary(ups)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(summary, indent=2, default=float))
     from plots import plot_learning_curves  # matplotlib: imported only when a run ends
 
     plot_learning_curves(run_dir)  # curves.png: losses, Q/V, KL terms, evaluations
@@ -585,27 +674,33 @@ def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTra
 
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     if in_multirun():  # parallel jobs share a terminal: each line says whose it is
         tag_job_log_lines(f"{cfg.task_name} seed={cfg.seed}")
-    try:
-        plain_torchrl_logging()  # no ANSI colour codes from TorchRL's own handler
-        path = run(cfg, run_dir)
-    except USER_ERRORS as err:
-        log.error("%s", err)
-        sys.exit(2)
-    except NumericalError as err:
-        log.error("%s", err)
-        sys.exit(3)
-    except Interrupted as err:
-        log.warning(
-            "Interrupted (%s); checkpoint written to %s. Re-run with resume=true "
-            "hydra.run.dir=%s to continue.",
-            err,
-            run_dir / "checkpoints" / "latest.pt",
-            run_dir,
-        )
-        sys.exit(128 + err.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    with failed_start_cleanup(run_dir):  # a failed start leaves no empty run directory behind
+        try:
+            if cfg.resume:  # the run directory's saved settings, plus harmless overrides
+                cfg = resume_settings(
+                    cfg, run_dir, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
+                )
+            plain_torchrl_logging()  # no ANSI colour codes from TorchRL's own handler
+            path = run(cfg, run_dir)
+        except USER_ERRORS as err:
+            log.error("%s", err)
+            sys.exit(2)
+        except NumericalError as err:
+            log.error("%s", err)
+            sys.exit(3)
+        except Interrupted as err:
+            log.warning(
+                "Interrupted (%s); checkpoint written to %s. Re-run with resume=true "
+                "hydra.run.dir=%s to continue.",
+                err,
+                run_dir / "checkpoints" / "latest.pt",
+                run_dir,
+            )
+            sys.exit(128 + err.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     print(path)
 
 

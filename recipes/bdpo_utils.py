@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from run_dir import RUN_ONLY
 from tensordict import TensorDict
 
 from torchrl_bdpo import (
@@ -190,14 +191,10 @@ def precision_autocast(device: torch.device, precision: str):
     )
 
 
-# Settings that do not change what a run computes (may differ on resume).
-_RESUME_FREE = ("resume", "threads", "logger", "device", "compile", "compile_mode", "hydra")
-
-
 def run_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that determine what a run computes, as ``{dotted key: value}``: everything
     but the seed, run-only keys and the checkpoint interval (groups seeds for aggregation)."""
-    skip = set(_RESUME_FREE) | {"seed", "checkpoint"}
+    skip = set(RUN_ONLY) | {"seed", "checkpoint"}
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -210,21 +207,6 @@ def run_settings(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
-
-
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (ignoring run-only keys)."""
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        if not prefix and key in _RESUME_FREE:
-            continue
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += config_differences(a, b, name + ".")
-        elif a != b:
-            diffs.append(f"{name}: checkpoint {a!r} vs now {b!r}")
-    return diffs
 
 
 def set_threads_and_device(cfg: DictConfig) -> torch.device:
