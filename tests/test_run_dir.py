@@ -450,3 +450,37 @@ def test_sigint_during_start_up_exits_130_without_a_traceback(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in out + err, err[-2000:]
+
+
+def test_resume_settings_come_from_the_run_directory(tmp_path):
+    from omegaconf import OmegaConf
+    from run_dir import resume_settings
+
+    started = _cfg("task=custom", "data.name=my/data-v0", "loss.eta=0.5", "loss.rho=1", *TINY)
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(started, resolve=True))
+    choices = {"task": "toy2d-8gaussians-cpu", "hydra/launcher": "basic"}
+
+    def resume(*overrides):
+        cfg = _cfg("resume=true", *overrides)  # what `resume=true hydra.run.dir=<dir> ...` composes
+        return resume_settings(cfg, tmp_path, ["resume=true", *overrides], choices)
+
+    cfg = resume("hydra.run.dir=x", "threads=2", "logger.backend=none", "checkpoint.interval=9")
+    assert (cfg.task_name, cfg.data.name, cfg.loss.eta, cfg.critic.num_members) == (
+        "custom",
+        "my/data-v0",
+        0.5,
+        3,
+    )
+    assert (cfg.threads, cfg.logger.backend, cfg.checkpoint.interval, cfg.resume) == (
+        2,
+        "none",
+        9,
+        True,
+    )
+    assert resume("loss.eta=0.5").loss.eta == 0.5  # restating a setting is no change
+    with pytest.raises(RunDirError, match=r"loss\.eta: run 0\.5 vs now 0\.2; optim\.batch_size"):
+        resume("loss.eta=0.2", "optim.batch_size=64")
+    with pytest.raises(RunDirError, match=r"task: run 'custom' vs now 'hopper-medium-v2'"):
+        resume("task=hopper-medium-v2")
+    with pytest.raises(RunDirError, match=r"critic\.hidden_sizes: run \[16\] vs now"):
+        resume("critic.hidden_sizes=[32]")
