@@ -259,13 +259,15 @@ class RunDirectory:
     def begin(self, cfg: DictConfig) -> None:
         """The start is accepted: replaces an old run (``overwrite=true``), writes the config files
         and the pid, and logs to ``<run dir>/<job>.log``."""
-        if self.overwrite and holds_run(self.path):
+        # from here on a failure is the run's, not a failed start: its directory stays
+        self.created, self._made_lock = [], False
+        old = [p for p in (self.path / n for n in RUN_OUTPUTS) if p.exists() or p.is_symlink()]
+        if self.overwrite and old:
             log.warning("overwrite=true: replacing the run in %s.", self.path)
-            for name in RUN_OUTPUTS:
-                p = self.path / name
+            for p in old:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
-                elif p.exists() or p.is_symlink():
+                else:
                     p.unlink()
         (self.path / CHECKPOINT_DIR).mkdir(exist_ok=True)
         write_text_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
