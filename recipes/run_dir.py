@@ -217,6 +217,11 @@ class RunDirectory:
                 )
             self._lock()
             found = holds_run(self.path)
+            if self.resume and not any(m.startswith(CHECKPOINT_DIR) for m in found):
+                raise RunDirError(
+                    f"resume=true but there is no checkpoint in {ckpt}; run without resume=true, "
+                    "or point hydra.run.dir=<dir> at the run directory to continue."
+                )
             if found and not (self.resume or self.overwrite):
                 raise RunDirError(
                     f"{self.path} already holds a run ({', '.join(found)}): continue it with "

@@ -22,6 +22,7 @@ sys.path.insert(0, str(RECIPES))
 import bdpo_offline  # noqa: E402
 import bdpo_utils  # noqa: E402
 from bdpo_utils import ConfigError  # noqa: E402
+from run_dir import RunDirError  # noqa: E402
 
 TINY = [
     "diffusion.hidden_sizes=[16,16]",
@@ -283,7 +284,7 @@ def test_compiled_run_equals_eager_run(tmp_path):
 
 
 def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(RunDirError, match="no checkpoint"):  # before any data are loaded
         bdpo_offline.run(_toy("resume=true"), tmp_path)
     bdpo_offline.run(_toy(), tmp_path)
     with pytest.raises(ConfigError, match=r"loss\.eta: checkpoint 0\.05 vs now 0\.1"):
