@@ -34,11 +34,8 @@ if __name__ == "__main__":  # before the slow imports; training installs its own
     signal.signal(signal.SIGINT, _stop_outside_training)
 
 import hydra  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 _RECIPES = str(Path(__file__).resolve().parent)
 sys.path.insert(0, _RECIPES)
@@ -46,25 +43,8 @@ sys.path.insert(0, _RECIPES)
 # its helpers must be importable, so the recipe directory goes on the inherited PYTHONPATH.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_RECIPES, os.environ.get("PYTHONPATH")) if p)
 
-from bdpo_utils import (  # noqa: E402
-    ConfigError,
-    compile_functions,
-    evaluate_env,
-    evaluate_toy2d,
-    evaluation_seed,
-    make_eval_env,
-    make_loss_module,
-    make_optimizers,
-    make_replay_buffer,
-    make_target_updaters,
-    make_task_data,
-    precision_autocast,
-    run_settings,
-    set_threads_and_device,
-    trainable,
-    uses_cuda_graphs,
-    validate_config,
-)
+# the settings and the run directory are checked with these (no torch) before torch is imported
+from bdpo_config import ConfigError, exit_on_config_error, validate_config  # noqa: E402
 from run_dir import (  # noqa: E402
     RunDirectory,
     RunDirError,
@@ -75,20 +55,60 @@ from run_dir import (  # noqa: E402
 )
 from run_progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
-from torchrl_bdpo import QSelectionPolicy  # noqa: E402
-from torchrl_bdpo.checkpoint import (  # noqa: E402
-    CheckpointError,
-    CheckpointStore,
-    non_finite_entries,
-    rng_state,
-    set_rng_state,
-    tensordict_fingerprint,
-)
-from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError  # noqa: E402
+#: errors that are the user's to fix: one line, exit code 2 (the data errors join on import)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, RunDirError)
+
+
+def _import_runtime() -> None:
+    """Imports torch, TorchRL and the recipe's helpers (seconds): only once the settings are
+    valid, so that ``--help`` and configuration errors come at once."""
+    global np, torch, logging_redirect_tqdm, USER_ERRORS, QSelectionPolicy
+    global compile_functions, evaluate_env, evaluate_toy2d, evaluation_seed
+    global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
+    global make_target_updaters, make_task_data, precision_autocast, run_settings
+    global set_threads_and_device, trainable, uses_cuda_graphs
+    global CheckpointError, CheckpointStore, non_finite_entries, rng_state, set_rng_state
+    global tensordict_fingerprint
+    import numpy as np
+    import torch
+    from bdpo_utils import (
+        compile_functions,
+        evaluate_env,
+        evaluate_toy2d,
+        evaluation_seed,
+        make_eval_env,
+        make_loss_module,
+        make_optimizers,
+        make_replay_buffer,
+        make_target_updaters,
+        make_task_data,
+        precision_autocast,
+        run_settings,
+        set_threads_and_device,
+        trainable,
+        uses_cuda_graphs,
+    )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from torchrl_bdpo import QSelectionPolicy
+    from torchrl_bdpo.checkpoint import (
+        CheckpointError,
+        CheckpointStore,
+        non_finite_entries,
+        rng_state,
+        set_rng_state,
+        tensordict_fingerprint,
+    )
+    from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError
+
+    USER_ERRORS = (ConfigError, RunDirError, DatasetUnavailableError, DatasetValidationError)
+
+
+if __name__ != "__main__":  # imported (tests, benchmarks, a launcher's worker): load it all now
+    _import_runtime()
 
 log = logging.getLogger("bdpo")
 
-USER_ERRORS = (ConfigError, DatasetUnavailableError, DatasetValidationError, RunDirError)
 #: what a checkpoint must hold to resume from it
 CHECKPOINT_KEYS = (
     "config",
@@ -672,6 +692,12 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     return path
 
 
+def parse_and_validate(cfg: DictConfig) -> None:
+    """Checks the settings before torch loads (exit code 2, one line), then loads it."""
+    exit_on_config_error(validate_config, cfg, log)
+    _import_runtime()
+
+
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -684,6 +710,7 @@ def main(cfg: DictConfig) -> None:
                 cfg = resume_settings(
                     cfg, run_dir, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
                 )
+            parse_and_validate(cfg)  # before torch loads: a settings error comes at once
             plain_torchrl_logging()  # no ANSI colour codes from TorchRL's own handler
             path = run(cfg, run_dir)
         except USER_ERRORS as err:

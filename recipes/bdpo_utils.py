@@ -1,8 +1,9 @@
-"""Helpers of the BDPO recipe: configuration checks, data, components, optimisers, evaluation.
+"""Helpers of the BDPO recipe: data, components, optimisers, evaluation.
 
-Laid out like TorchRL's sota-implementations ``utils.py`` files: ``validate_config``,
-``make_task_data``, ``make_replay_buffer``, ``make_loss_module``, ``make_target_updaters``,
-``make_optimizers``, ``make_eval_env``, ``evaluate_env``, ``evaluate_toy2d``.
+Laid out like TorchRL's sota-implementations ``utils.py`` files: ``make_task_data``,
+``make_replay_buffer``, ``make_loss_module``, ``make_target_updaters``, ``make_optimizers``,
+``make_eval_env``, ``evaluate_env``, ``evaluate_toy2d``. The settings' schema and
+``validate_config`` are in ``bdpo_config``, which imports no torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bdpo_config import ConfigError
 from omegaconf import DictConfig, OmegaConf
 from run_dir import RUN_ONLY
 from tensordict import TensorDict
@@ -49,111 +51,8 @@ log = logging.getLogger("bdpo")
 TOY2D_PREFIX = "toy2d-"
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration problem (reported without a stack trace)."""
-
-
 # ----------------------------------------------------------------------------- config
-def validate_config(cfg: DictConfig) -> None:
-    """Checks the settings before anything is built; one error listing every problem."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        hint = (
-            " (task=custom needs data.name=<Minari id or D4RL name>)"
-            if "data.name" in missing
-            else ""
-        )
-        raise ConfigError(
-            f"Invalid configuration: {', '.join(missing)} must be set{hint}; the task file "
-            "sets them for the named tasks."
-        )
-    problems: list[str] = []
-
-    def number(key: str, ok, rule: str, integer: bool = False):
-        value = OmegaConf.select(cfg, key)
-        try:
-            num = int(value) if integer else float(value)
-            if integer and num != float(value):
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(
-                f"{key} must be {'an integer' if integer else 'a number'} (got {value!r})"
-            )
-            return
-        if not ok(num):
-            problems.append(f"{key} must be {rule} (got {value})")
-
-    def choice(key: str, options: tuple[str, ...]):
-        value = OmegaConf.select(cfg, key)
-        if value not in options:
-            problems.append(f"{key} must be one of {', '.join(options)} (got {value!r})")
-
-    number("loss.eta", lambda v: v > 0, "> 0")
-    number("loss.rho", lambda v: v >= 0, ">= 0")
-    number("loss.gamma", lambda v: 0 <= v <= 1, "in [0, 1]")
-    number("loss.num_samples", lambda v: v >= 1, ">= 1 (M)", integer=True)
-    number("critic.num_members", lambda v: v >= 1, ">= 1 (K)", integer=True)
-    number("diffusion.num_steps", lambda v: v >= 1, ">= 1 (N)", integer=True)
-    number("optim.actor_update_period", lambda v: v >= 1, ">= 1", integer=True)
-    number("optim.batch_size", lambda v: v >= 1, ">= 1", integer=True)
-    for key in ("pretrain_steps", "train_steps", "value_warmup_steps"):
-        number(f"optim.{key}", lambda v: v >= 0, ">= 0", integer=True)
-    for key in ("behavior_lr", "critic_lr", "actor_lr", "grad_clip"):
-        number(f"optim.{key}", lambda v: v > 0, "> 0")
-    for key in ("critic_tau", "actor_tau", "behavior_tau"):
-        number(f"optim.{key}", lambda v: 0 < v <= 1, "in (0, 1]")
-    for key in (
-        "eval.interval",
-        "checkpoint.interval",
-        "eval.num_candidates",
-        "eval.episodes",
-        "eval.toy2d_samples",
-        "threads",
-        "env.max_episode_steps",
-        "logger.log_interval",
-        "data.toy2d_size",
-    ):
-        number(key, lambda v: v >= 1, ">= 1", integer=True)
-    number("seed", lambda v: v >= 0, ">= 0", integer=True)
-    if cfg.data.action_clip is not None:
-        number("data.action_clip", lambda v: 0 < v <= 1, "in (0, 1] or null")
-    for key in ("diffusion.hidden_sizes", "critic.hidden_sizes"):
-        sizes = OmegaConf.select(cfg, key)
-        if not (
-            OmegaConf.is_list(sizes)
-            and len(sizes) > 0
-            and all(isinstance(h, int) and h >= 1 for h in sizes)
-        ):
-            problems.append(f"{key} must be a non-empty list of positive integers (got {sizes})")
-    device = str(cfg.device)
-    if device != "auto":
-        try:
-            torch.device(device)
-        except RuntimeError:
-            problems.append(f"device must be cpu, cuda, cuda:<index> or auto (got {device!r})")
-    if (
-        cfg.data.domain == "toy2d"
-        and not problems
-        and int(cfg.eval.toy2d_samples) > int(cfg.data.toy2d_size)
-    ):
-        problems.append(
-            f"eval.toy2d_samples ({cfg.eval.toy2d_samples}) must be <= data.toy2d_size "
-            f"({cfg.data.toy2d_size}): the behavior samples are drawn without replacement"
-        )
-    choice("loss.backup", ("mean", "max"))
-    choice("loss.penalty_placement", ("inside", "outside"))
-    choice("loss.aggregation", ("lcb", "mean", "min"))
-    choice("loss.element_reduction", ("mean", "sum"))
-    choice("data.reward_transform", ("locomotion", "antmaze", "none"))
-    choice("logger.backend", ("csv", "wandb", "tensorboard", "none"))
-    choice("logger.wandb_mode", ("offline", "disabled", "online"))
-    choice("compile_mode", COMPILE_MODES)
-    if problems:
-        raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
-
-
-# torch.compile modes the recipe accepts ("default" is torch.compile's own default).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The settings' schema and checks live in bdpo_config (no torch: they run before it loads).
 
 
 def uses_cuda_graphs(cfg: DictConfig, device: torch.device) -> bool:
@@ -210,12 +109,26 @@ def run_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def set_threads_and_device(cfg: DictConfig) -> torch.device:
+    """Sets torch's CPU threads; the run's device, refused in one line where it is absent."""
     torch.set_num_threads(int(cfg.threads))
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} was asked for but CUDA is not available.")
-    return torch.device(cfg.device)
+    device = torch.device(str(cfg.device))
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}
+    if device.type in backend:
+        module = backend[device.type]
+        if module is None or not module.is_available():
+            raise ConfigError(
+                f"device={cfg.device} was asked for but this machine has no "
+                f"{device.type.upper()} device; use device=cpu (or device=auto)."
+            )
+        count = module.device_count() if hasattr(module, "device_count") else 1
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"device={cfg.device} was asked for but this machine has {count} "
+                f"{device.type.upper()} device(s) (indices 0..{count - 1})."
+            )
+    return device
 
 
 # ------------------------------------------------------------------------------ data

@@ -49,21 +49,35 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from run_progress import Progress, plain_torchrl_logging
-from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
 
-from torchrl_bdpo.data import TED_KEYS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the settings are checked with this (no torch) before torch is imported
+from bdpo_config import ConfigError, exit_on_config_error, validate_collect_config  # noqa: E402
+
+
+def _import_runtime() -> None:
+    """Imports torch, TorchRL and Gymnasium (seconds): only once the settings are valid, so
+    that ``--help`` and configuration errors come at once."""
+    global gym, np, torch, TensorDict, NormalParamExtractor, TensorDictModule, TED_KEYS
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from tensordict import TensorDict
+    from tensordict.nn import NormalParamExtractor, TensorDictModule
+
+    from torchrl_bdpo.data import TED_KEYS
+
+
+if __name__ != "__main__":  # imported (tests): load it all now
+    _import_runtime()
 
 log = logging.getLogger("collect")
 
 
-class CollectError(ValueError):
+class CollectError(ConfigError):
     """A user-facing settings problem, found before any training (reported without a traceback)."""
 
 
@@ -166,7 +180,6 @@ def make_sac(cfg: DictConfig, env):
 
 
 # ----------------------------------------------------------------------- rollouts/eval
-@torch.no_grad()
 def run_episodes(
     env,
     policy,
@@ -182,7 +195,7 @@ def run_episodes(
 
     mode = ExplorationType.RANDOM if exploration == "random" else ExplorationType.DETERMINISTIC
     episodes, steps = [], 0
-    with set_exploration_type(mode):
+    with set_exploration_type(mode), torch.no_grad():
         while (num_episodes and len(episodes) < num_episodes) or (
             not num_episodes and steps < min_steps
         ):
@@ -429,19 +442,16 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
     from torchrl_bdpo.mujoco_log import route_mujoco_warnings
     from torchrl_bdpo.scores import normalized_score
 
+    try:
+        validate_collect_config(cfg)
+    except ConfigError as err:
+        raise CollectError(str(err)) from None
     route_mujoco_warnings()  # MuJoCo's warnings to the log, not to ./MUJOCO_LOG.TXT
     torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(int(cfg.seed))
     np.random.seed(int(cfg.seed))
     wanted = list(cfg.datasets)
-    unknown = sorted(set(wanted) - set(DATASET_KINDS))
-    if unknown:
-        raise CollectError(f"unknown datasets {unknown}; choose from {list(DATASET_KINDS)}")
     # everything that can be checked is checked here, before minutes of training
-    if cfg.medium.reference not in ("expert", "final"):
-        raise CollectError(
-            f"medium.reference must be 'expert' or 'final', got {cfg.medium.reference}"
-        )
     env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
     try:
         if ":" not in env_id:  # "module:EnvId" registers its env when gym.make imports the module
@@ -625,8 +635,15 @@ def _in_hydra() -> bool:
     return HydraConfig.initialized()
 
 
+def parse_and_validate(cfg: DictConfig) -> None:
+    """Checks the settings before torch loads (exit code 2, one line), then loads it."""
+    exit_on_config_error(validate_collect_config, cfg, log)
+    _import_runtime()
+
+
 @hydra.main(config_path="config_collect", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    parse_and_validate(cfg)
     if cfg.output_dir is not None:
         cfg.output_dir = hydra.utils.to_absolute_path(str(cfg.output_dir))
     try:

@@ -218,7 +218,10 @@ def test_halfcheetah_collection(tmp_path):
     [
         ("env.id=Swimmer-v5", "D4RL has no reference returns for Swimmer-v5"),
         ("env.id=NoSuchEnv-v0", "env.id=NoSuchEnv-v0 is not a Gymnasium environment"),
-        ("datasets=[foo]", "unknown datasets"),
+        (
+            "datasets=[foo]",
+            r"datasets must be a list of medium, medium-replay, expert .got \[.foo.\]",
+        ),
         ("medium.reference=best", "medium.reference must be"),
     ],
 )

@@ -574,6 +574,7 @@ def _start(run_dir, *extra):
         "diffusion.num_steps=4",
         "optim.pretrain_steps=100000",
         "optim.train_steps=10",
+        "optim.value_warmup_steps=1",  # (the actor must get to train: checked at start-up)
         "eval.toy2d_samples=200",
         f"hydra.run.dir={run_dir}",
         *extra,

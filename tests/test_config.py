@@ -1,0 +1,193 @@
+"""The recipes' settings: strict types and one-line errors before torch loads."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+from bdpo_config import ConfigError, validate_collect_config, validate_config  # noqa: E402
+
+TASKS = sorted(p.stem for p in (RECIPES / "config" / "task").glob("*.yaml"))
+
+
+def _cfg(*overrides: str, config: str = "config"):
+    directory = RECIPES / ("config" if config == "config" else "config_collect")
+    with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+        return compose(config, overrides=list(overrides))
+
+
+def _leaves(cfg) -> list[str]:
+    out: list[str] = []
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix[:-1])
+
+    walk(OmegaConf.to_container(cfg), "")
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_file_fits_the_schema(task):
+    extra = ["data.name=bdpo-test/hopper/random-v0"] if task == "custom" else []
+    validate_config(_cfg(f"task={task}", *extra))
+
+
+def test_the_collector_defaults_fit_the_schema():
+    validate_collect_config(_cfg(config="collect"))
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        # booleans are true or false, nothing else
+        ("compile=no", r"compile must be true or false \(got 'no'\)"),
+        ("eval.env=off", r"eval.env must be true or false \(got 'off'\)"),
+        ("diffusion.clip_sample=off", r"diffusion.clip_sample must be true or false"),
+        ("resume=maybe", r"resume must be true or false \(got 'maybe'\)"),
+        ("loss.stratified_steps=1", r"loss.stratified_steps must be true or false \(got 1\)"),
+        ("data.download=yes", r"data.download must be true or false \(got 'yes'\)"),
+        # integers are not booleans
+        ("optim.train_steps=true", r"optim.train_steps must be an integer \(got true\)"),
+        ("optim.batch_size=2.5", r"optim.batch_size must be an integer \(got 2.5\)"),
+        ("optim.actor_lr_decay_steps=0", r"optim.actor_lr_decay_steps must be >= 1 \(got 0\)"),
+        # overrides that nothing reads
+        ("+foo=1", r"foo is not a setting \(nothing reads it; settings of the top level: "),
+        ("+loss.temperature=2", r"loss.temperature is not a setting .*settings of loss: "),
+        ("~loss.gamma", r"loss.gamma is missing"),
+        # the actor must get to train
+        ("optim.value_warmup_steps=5000", r"value_warmup_steps \(5000\) must be < optim.train_"),
+        # finite numbers
+        ("loss.eta=inf", r"loss.eta must be a finite number \(got inf\)"),
+        ("loss.rho=nan", r"loss.rho must be a finite number \(got nan\)"),
+        ("optim.critic_lr=inf", r"optim.critic_lr must be a finite number"),
+        ("optim.actor_lr=nan", r"optim.actor_lr must be a finite number"),
+        ("optim.behavior_lr=-inf", r"optim.behavior_lr must be a finite number"),
+        # devices and seeds
+        ("device=meta", r"device=meta holds no data"),
+        ("device=tpu", r"device must be cpu, cuda, cuda:<index>, auto, mps or xpu \(got 'tpu'\)"),
+        ("seed=4294967296", r"seed must be in 0 .. 2\*\*32 - 1 \(got 4294967296\)"),
+        ("seed=-1", r"seed must be in 0 .. 2\*\*32 - 1 \(got -1\)"),
+        # choices and strings
+        ("data.domain=moon", r"data.domain must be one of locomotion, antmaze, toy2d, custom"),
+        ("logger.project=7", r"logger.project must be a string"),
+        ("precision=fp16", r"precision must be one of fp32, bf16 \(got 'fp16'\)"),
+    ],
+)
+def test_wrong_settings_are_one_line_errors(override, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        validate_config(_cfg("task=toy2d-8gaussians-cpu", override))
+    assert "\n" not in str(info.value)
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate_config(_cfg("compile=no", "loss.eta=inf", "+foo=1"))
+    message = str(info.value)
+    assert "compile must be" in message and "loss.eta must be" in message
+    assert "foo is not a setting" in message
+
+
+def test_valid_edge_values_are_accepted():
+    # pre-training only: no actor, so no warm-up rule; 2e3 is an integer written as a float
+    cfg = _cfg("optim.train_steps=0", "optim.pretrain_steps=2e3", "seed=4294967295")
+    validate_config(cfg)
+    assert cfg.optim.pretrain_steps == 2000 and type(cfg.optim.pretrain_steps) is int
+    validate_config(_cfg("compile=true", "data.download=false", "device=cuda:1", "device=auto"))
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("progress=no", r"progress must be true or false"),
+        ("overwrite=1", r"overwrite must be true or false"),
+        ("sac.lr=inf", r"sac.lr must be a finite number"),
+        ("train.total_frames=true", r"train.total_frames must be an integer"),
+        ("reference.expert=best", r"reference.expert must be d4rl \| final \| <number>"),
+        ("reference.random=final", r"reference.random must be measured \| d4rl \| <number>"),
+        ("+sac.entropy=1", r"sac.entropy is not a setting"),
+        ("seed=4294967296", r"seed must be in 0 .. 2\*\*32 - 1"),
+    ],
+)
+def test_wrong_collector_settings_are_one_line_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_collect_config(_cfg(override, config="collect"))
+
+
+def test_unavailable_devices_are_one_line_errors():
+    from bdpo_utils import set_threads_and_device
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="device=mps .* this machine has no MPS device"):
+            set_threads_and_device(_cfg("device=mps"))
+    if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        with pytest.raises(ConfigError, match="device=xpu .* this machine has no XPU device"):
+            set_threads_and_device(_cfg("device=xpu"))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match="device=cuda:99 was asked for but this machine has"):
+        set_threads_and_device(_cfg("device=cuda:99"))
+    if count:
+        assert set_threads_and_device(_cfg("device=cuda:0")) == torch.device("cuda", 0)
+    assert set_threads_and_device(_cfg("device=cpu")) == torch.device("cpu")
+
+
+# ------------------------------------------------------------------ the scripts themselves
+_DRIVER = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("torch imported:", "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+def _script(name: str, *args: str) -> tuple[int, str, bool]:
+    """Runs a recipe script: exit code, its output (stdout + stderr), whether torch was loaded."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, str(RECIPES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    output = proc.stdout + proc.stderr
+    marker = re.search(r"torch imported: (True|False)", output)
+    assert marker, output[-2000:]
+    return proc.returncode, output.replace(marker.group(0), "").strip(), marker.group(1) == "True"
+
+
+@pytest.mark.parametrize(
+    "override", ["compile=no", "optim.train_steps=true", "+foo=1", "loss.eta=inf", "seed=-1"]
+)
+def test_a_config_error_exits_2_in_one_line_before_torch_loads(tmp_path, override):
+    code, output, torch_loaded = _script(
+        "bdpo_offline.py", override, f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert code == 2, output
+    assert len(output.splitlines()) == 1 and "Invalid configuration" in output, output
+    assert "Traceback" not in output
+    assert not torch_loaded, "the settings must be checked before torch is imported"
+
+
+def test_collector_config_error_exits_2_before_torch_loads(tmp_path):
+    code, output, torch_loaded = _script("collect_dataset.py", "progress=no", f"run_dir={tmp_path}")
+    assert code == 2 and len(output.splitlines()) == 1, output
+    assert "progress must be true or false" in output and not torch_loaded
