@@ -1,4 +1,4 @@
-"""The recipes' settings: strict types and one-line errors before torch loads."""
+"""The recipes' settings: strict types, one-line errors before torch loads, and ``--help``."""
 
 from __future__ import annotations
 
@@ -191,3 +191,31 @@ def test_collector_config_error_exits_2_before_torch_loads(tmp_path):
     code, output, torch_loaded = _script("collect_dataset.py", "progress=no", f"run_dir={tmp_path}")
     assert code == 2 and len(output.splitlines()) == 1, output
     assert "progress must be true or false" in output and not torch_loaded
+
+
+def test_recipe_help_lists_every_setting_with_its_meaning(tmp_path):
+    code, output, torch_loaded = _script("bdpo_offline.py", "task=hopper-medium-v2", "--help")
+    assert code == 0 and not torch_loaded, output
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\S+?)=\S*\s+(.+)$", output, re.M)}
+    assert set(_leaves(_cfg("task=hopper-medium-v2"))) <= set(lines), output
+    for key, words in {
+        "loss.penalty_placement": ("inside", "outside", "authors' code", "paper"),
+        "loss.aggregation": ("lcb", "mean", "min", "rho"),
+        "loss.stratified_steps": ("true", "false", "n ~ U{1..N}"),
+        "data.download": ("null", "true", "false", "Minari"),
+        "loss.element_reduction": ("mean", "sum"),
+        "compile_mode": ("reduce-overhead", "max-autotune"),
+    }.items():
+        assert all(w in lines[key] for w in words), (key, lines[key])
+    # the values shown are the chosen task's, and the tasks are listed
+    assert re.search(r"^\s+loss\.eta=0\.2\s", output, re.M)
+    assert "toy2d-8gaussians-cpu" in output and "walker2d-medium-v2" in output
+
+
+def test_collector_help_lists_every_setting_with_its_meaning():
+    code, output, torch_loaded = _script("collect_dataset.py", "--help")
+    assert code == 0 and not torch_loaded, output
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\S+?)=\S*\s+(.+)$", output, re.M)}
+    assert set(_leaves(_cfg(config="collect"))) <= set(lines), output
+    assert all(w in lines["medium.reference"] for w in ("expert", "final"))
+    assert all(w in lines["rollouts.exploration"] for w in ("random", "deterministic"))
