@@ -188,6 +188,8 @@ def make_task_data(cfg: DictConfig) -> TaskData:
             kwargs = {"path": str(cfg.data.path)}
         dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
+        if getattr(err, "path", None) is not None:  # a D4RL name: say what to set, briefly
+            raise DatasetUnavailableError(_d4rl_unavailable(name, err, cfg)) from None
         raise DatasetUnavailableError(f"{err}{_known_datasets()}") from err
     except DatasetValidationError:
         raise
@@ -223,6 +225,21 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         env_spec=spec if isinstance(spec, str) else None,
         ref_min_score=dataset.ref_min_score,
         ref_max_score=dataset.ref_max_score,
+    )
+
+
+def _d4rl_unavailable(name: str, err: DatasetUnavailableError, cfg: DictConfig) -> str:
+    """The missing-D4RL message in the recipe's terms (``data.path``, ``data.d4rl_root``,
+    ``data.download``)."""
+    reason = err.reason
+    if cfg.data.download is False and not err.path.exists():
+        reason = "there is no copy and data.download=false"
+    file = err.files[0] if getattr(err, "files", None) else None
+    where = f"copy D4RL's {file.name} to {file.parent}, " if file is not None else ""
+    return (
+        f"D4RL dataset {name!r} is not available: {reason}. Either {where}set data.path=<file> "
+        f"or data.d4rl_root=<directory holding it>, or run once with network access "
+        f"(data.download not false) and copy {err.path} here."
     )
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,34 @@ def test_unavailable_devices_are_one_line_errors():
     if count:
         assert set_threads_and_device(_cfg("device=cuda:0")) == torch.device("cuda", 0)
     assert set_threads_and_device(_cfg("device=cpu")) == torch.device("cpu")
+
+
+def test_missing_d4rl_data_names_the_recipe_settings(tmp_path, monkeypatch):
+    import torchrl.data.datasets.d4rl as torchrl_d4rl
+    from bdpo_utils import make_task_data
+
+    from torchrl_bdpo.data import DatasetUnavailableError
+
+    cfg = _cfg("task=hopper-medium-v2", f"data.d4rl_root={tmp_path}", "data.download=false")
+    with pytest.raises(DatasetUnavailableError) as info:
+        make_task_data(cfg)
+    message = str(info.value)
+    assert message.startswith("D4RL dataset 'hopper-medium-v2' is not available: there is no ")
+    assert "data.download=false" in message and "data.d4rl_root=" in message
+    assert str(tmp_path / "hopper-medium-v2") in message
+    assert not re.search(r"(?<![_.])root=", message), "names the library's argument"
+    assert "\n" not in message and len(message) < 400, len(message)
+
+    def no_network(url, directory):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchrl_d4rl, "_download_dataset_from_url", no_network)
+    with pytest.raises(DatasetUnavailableError) as info:
+        make_task_data(_cfg("task=hopper-medium-v2", f"data.d4rl_root={tmp_path}"))
+    message = str(info.value)
+    assert "download failed" in message and "name resolution" in message
+    assert "data.d4rl_root=" in message and not re.search(r"(?<![_.])root=", message)
+    assert len(message) < 400, len(message)
 
 
 # ------------------------------------------------------------------ the scripts themselves

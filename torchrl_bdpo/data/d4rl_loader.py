@@ -120,14 +120,15 @@ def d4rl_hdf5_candidates(name: str, root: str | os.PathLike | None = None) -> li
 
 
 def _unavailable(name: str, cache: Path, files: list[Path], reason: str) -> DatasetUnavailableError:
-    return DatasetUnavailableError(
+    err = DatasetUnavailableError(
         f"D4RL dataset {name!r} is not available: {reason}. Looked for D4RL's HDF5 file at "
         f"{', '.join(map(str, files))} and for torchrl's processed copy at {cache / name}. "
         f"Copy D4RL's file ({files[0].name}, as d4rl downloads it into $D4RL_DATASET_DIR or "
-        "~/.d4rl/datasets) into one of those places, point the recipe at it with "
-        "data.path=<file> or at its directory with data.d4rl_root=<dir>, or allow the "
-        "download with data.download=true on a machine with network access."
+        "~/.d4rl/datasets) into one of those places or pass its path (load_d4rl_hdf5), or "
+        "allow the download on a machine with network access."
     )
+    err.reason, err.path, err.files = reason, cache / name, files  # callers word their own hint
+    return err
 
 
 def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict]:
