@@ -525,9 +525,9 @@ def settings_help(schema: type, cfg: DictConfig | None = None, prefix: str = "")
 
 
 def _shown(cfg: DictConfig | None, key: str) -> str:
-    if not isinstance(cfg, DictConfig) or key not in cfg:
+    if not isinstance(cfg, DictConfig) or key not in cfg.keys():
         return "?"
-    if OmegaConf.is_missing(cfg, key):
+    if OmegaConf.is_missing(cfg, key):  # ``key in cfg`` is false for these
         return "???"
     try:
         value = cfg[key]

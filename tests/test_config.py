@@ -248,3 +248,11 @@ def test_collector_help_lists_every_setting_with_its_meaning():
     assert set(_leaves(_cfg(config="collect"))) <= set(lines), output
     assert all(w in lines["medium.reference"] for w in ("expert", "final"))
     assert all(w in lines["rollouts.exploration"] for w in ("random", "deterministic"))
+
+
+def test_help_shows_unset_settings_as_missing():
+    from bdpo_config import RecipeSettings, settings_help
+
+    text = settings_help(RecipeSettings, _cfg("task=custom"))
+    assert re.search(r"^\s+data\.name=\?\?\?\s", text, re.M), text
+    assert re.search(r"^\s+loss\.eta=0\.2\s", text, re.M)
