@@ -67,7 +67,11 @@ class DataSettings:
     )
     toy2d_size: int = setting("points of a 2D dataset", **_at_least(1))
     d4rl_root: str | None = setting(
-        "directory holding torchrl's D4RL copies (<root>/<name>); null: ~/.cache/torchrl/d4rl"
+        "directory holding D4RL's HDF5 files or torchrl's D4RL copies (<root>/<name>); null: "
+        "$D4RL_DATASET_DIR or ~/.d4rl/datasets for the files, ~/.cache/torchrl/d4rl for the copies"
+    )
+    path: str | None = setting(
+        "an HDF5 file in D4RL's layout to train on (any file name); data.name names it"
     )
     download: bool | None = setting(
         "null: a missing D4RL dataset is downloaded into data.d4rl_root, Minari ids are read "
@@ -213,7 +217,10 @@ class RecipeSettings:
     threads: int = setting(
         "torch CPU threads (1 is fastest on a busy 2-core machine)", **_at_least(1)
     )
-    resume: bool = setting("continue the run in hydra.run.dir from its checkpoints/latest.pt")
+    resume: bool = setting(
+        "continue the run in hydra.run.dir from its checkpoints, with the settings saved there"
+    )
+    overwrite: bool = setting("replace a run already in hydra.run.dir (refused without it)")
     data: DataSettings = setting("the dataset")
     env: EnvSettings = setting("the evaluation env")
     diffusion: DiffusionSettings = setting("the diffusion actor and behavior model")

@@ -235,11 +235,10 @@ def _d4rl_unavailable(name: str, err: DatasetUnavailableError, cfg: DictConfig) 
     if cfg.data.download is False and not err.path.exists():
         reason = "there is no copy and data.download=false"
     file = err.files[0] if getattr(err, "files", None) else None
-    where = f"copy D4RL's {file.name} to {file.parent}, " if file is not None else ""
+    where = f"Put D4RL's {file.name} in {file.parent}, set" if file is not None else "Set"
     return (
-        f"D4RL dataset {name!r} is not available: {reason}. Either {where}set data.path=<file> "
-        f"or data.d4rl_root=<directory holding it>, or run once with network access "
-        f"(data.download not false) and copy {err.path} here."
+        f"D4RL dataset {name!r} is not available: {reason}. {where} data.path=<file> or "
+        f"data.d4rl_root=<dir>, or download it elsewhere and copy {err.path} here."
     )
 
 

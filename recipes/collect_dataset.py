@@ -51,11 +51,11 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from run_progress import Progress, plain_torchrl_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the settings are checked with this (no torch) before torch is imported
 from bdpo_config import ConfigError, exit_on_config_error, validate_collect_config  # noqa: E402
+from run_progress import Progress, plain_torchrl_logging  # noqa: E402
 
 
 def _import_runtime() -> None:

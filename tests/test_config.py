@@ -159,6 +159,7 @@ def test_missing_d4rl_data_names_the_recipe_settings(tmp_path, monkeypatch):
     message = str(info.value)
     assert message.startswith("D4RL dataset 'hopper-medium-v2' is not available: there is no ")
     assert "data.download=false" in message and "data.d4rl_root=" in message
+    assert "data.path=" in message and "hopper_medium-v2.hdf5" in message  # D4RL's own file
     assert str(tmp_path / "hopper-medium-v2") in message
     assert not re.search(r"(?<![_.])root=", message), "names the library's argument"
     assert "\n" not in message and len(message) < 400, len(message)
