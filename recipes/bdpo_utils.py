@@ -24,6 +24,7 @@ from tensordict import TensorDict
 
 from torchrl_bdpo import (
     BDPOLoss,
+    BDPOLossConfig,
     DiffusionActor,
     DiffusionPolicy,
     DiffusionValueEnsemble,
@@ -301,23 +302,17 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
             task.obs_dim, task.action_dim, k, hidden, layer_norm=bool(cfg.critic.v_layer_norm)
         )
     )
-    loss = BDPOLoss(
+    settings = BDPOLossConfig(
+        **OmegaConf.to_container(cfg.loss),  # every loss keyword, and gamma
+        bandit=task.bandit,
+        validate_inputs=False,  # the data were validated once, at load (no host sync per update)
+    )
+    loss = settings.build(
         make_diffusion_actor(cfg, task.obs_dim, task.action_dim),
         q,
         v,
         make_diffusion_actor(cfg, task.obs_dim, task.action_dim),
-        eta=float(cfg.loss.eta),
-        rho=float(cfg.loss.rho),
-        num_samples=int(cfg.loss.num_samples),
-        backup=str(cfg.loss.backup),
-        penalty_placement=str(cfg.loss.penalty_placement),
-        aggregation=str(cfg.loss.aggregation),
-        bandit=task.bandit,
-        stratified_steps=bool(cfg.loss.stratified_steps),
-        element_reduction=str(cfg.loss.element_reduction),
-        validate_inputs=False,  # the data were validated once, at load (no host sync per update)
     )
-    loss.make_value_estimator(gamma=float(cfg.loss.gamma))
     return loss.to(device)
 
 

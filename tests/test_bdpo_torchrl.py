@@ -162,3 +162,53 @@ class TestBDPO:
         for key in LOSSES:
             torch.testing.assert_close(out[key], expected[key], msg=key)
         assert (OBS, ACT) == (td["observation"].shape[-1], td["action"].shape[-1])
+
+
+def test_loss_config_holds_every_keyword_and_instantiates_with_hydra():
+    """BDPOLossConfig mirrors BDPOLoss's keywords (TorchRL's *LossConfig convention) and the recipe's
+    loss section; hydra.utils.instantiate builds the loss with its discount."""
+    import dataclasses
+    import inspect
+
+    from _factories import diffusion_actor
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from torchrl_bdpo import (
+        BDPOLoss,
+        BDPOLossConfig,
+        DiffusionValueEnsemble,
+        QEnsemble,
+        make_qvalue_operator,
+        make_value_operator,
+    )
+
+    keywords = {
+        name
+        for name, p in inspect.signature(BDPOLoss.__init__).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    fields = {f.name for f in dataclasses.fields(BDPOLossConfig)}
+    settings = {f for f in fields if not f.endswith("_network") and not f.startswith("_")}
+    assert settings == keywords  # gamma: a keyword that the config hands to make_value_estimator
+    for name in keywords - {"gamma"}:
+        default = inspect.signature(BDPOLoss.__init__).parameters[name].default
+        if default is not inspect.Parameter.empty:
+            assert getattr(BDPOLossConfig(), name) == default, name
+    recipe = OmegaConf.load(
+        __import__("pathlib").Path(__file__).parents[1] / "recipes" / "config" / "config.yaml"
+    )
+    assert set(recipe.loss) <= settings
+    cfg = OmegaConf.structured(BDPOLossConfig(eta=0.3, gamma=0.9, num_samples=2))
+    loss = instantiate(
+        cfg,
+        actor_network=diffusion_actor(),
+        qvalue_network=make_qvalue_operator(QEnsemble(OBS, ACT, num_members=2, hidden_sizes=(8,))),
+        value_network=make_value_operator(
+            DiffusionValueEnsemble(
+                OBS, ACT, num_members=2, hidden_sizes=(8,), embed_dim=8, step_hidden=(8, 8)
+            )
+        ),
+        behavior_network=diffusion_actor(),
+    )
+    assert isinstance(loss, BDPOLoss) and (loss.eta, loss.gamma, loss.num_samples) == (0.3, 0.9, 2)

@@ -2,6 +2,13 @@
 
 from torchrl_bdpo.objectives.bdpo import BDPOLoss
 from torchrl_bdpo.objectives.behavior import DiffusionBehaviorLoss, noise_prediction_error
+from torchrl_bdpo.objectives.config import BDPOLossConfig
 from torchrl_bdpo.objectives.target_updaters import GroupSoftUpdate
 
-__all__ = ["BDPOLoss", "DiffusionBehaviorLoss", "GroupSoftUpdate", "noise_prediction_error"]
+__all__ = [
+    "BDPOLoss",
+    "BDPOLossConfig",
+    "DiffusionBehaviorLoss",
+    "GroupSoftUpdate",
+    "noise_prediction_error",
+]
