@@ -286,7 +286,7 @@ def make_bench_components(
                 "penalty_placement": "inside",
                 "aggregation": "lcb",
                 "stratified_steps": stratified_steps,
-                "element_reduction": "mean",
+                "error_reduction": "mean",
             },
             "optim": {"critic_tau": 0.005, "actor_tau": 0.005, "behavior_tau": 0.005},
         }

@@ -129,7 +129,7 @@ class LossSettings:
         "false: i.i.d. n ~ U{1..N} for the V and actor losses (authors' code) | true: our fast "
         "path, stratified n (ceil(B/N) rows get n = 1; the Q and V targets run on their rows only)"
     )
-    element_reduction: Literal["mean", "sum"] = setting(
+    error_reduction: Literal["mean", "sum"] = setting(
         "squared errors over the K members (Q, V) and action dims (behavior): mean (authors' "
         "code) | sum (the paper's ||.||^2: gradients K or A times larger, clipped more often)"
     )

@@ -23,10 +23,10 @@ from run_dir import RUN_ONLY
 from tensordict import TensorDict
 
 from torchrl_bdpo import (
+    BDPODiffusionActor,
     BDPOLoss,
     BDPOLossConfig,
-    DiffusionActor,
-    DiffusionPolicy,
+    DiffusionSampler,
     DiffusionValueEnsemble,
     GroupSoftUpdate,
     NoiseNet,
@@ -276,17 +276,17 @@ def make_replay_buffer(task: TaskData, cfg: DictConfig, device: torch.device):
 
 
 # ------------------------------------------------------------------------ components
-def make_diffusion_actor(cfg: DictConfig, obs_dim: int, action_dim: int) -> DiffusionActor:
+def make_diffusion_actor(cfg: DictConfig, obs_dim: int, action_dim: int) -> BDPODiffusionActor:
     net = NoiseNet(
         obs_dim,
         action_dim,
         hidden_sizes=tuple(cfg.diffusion.hidden_sizes),
         layer_norm=bool(cfg.diffusion.layer_norm),
     )
-    policy = DiffusionPolicy(
+    policy = DiffusionSampler(
         net, VPSchedule(int(cfg.diffusion.num_steps)), clip_sample=bool(cfg.diffusion.clip_sample)
     )
-    return DiffusionActor(policy)
+    return BDPODiffusionActor(policy)
 
 
 def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> BDPOLoss:

@@ -6,9 +6,9 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_bdpo import (
+    BDPODiffusionActor,
     BDPOLoss,
-    DiffusionActor,
-    DiffusionPolicy,
+    DiffusionSampler,
     DiffusionValueEnsemble,
     GroupSoftUpdate,
     NoiseNet,
@@ -30,8 +30,8 @@ def diffusion_actor(
     hidden_sizes: tuple[int, ...] = (16, 16),
     embed_dim: int = 8,
 ):
-    return DiffusionActor(
-        DiffusionPolicy(
+    return BDPODiffusionActor(
+        DiffusionSampler(
             NoiseNet(
                 obs_dim,
                 act_dim,

@@ -9,8 +9,8 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_bdpo import (
-    DiffusionActor,
-    DiffusionPolicy,
+    BDPODiffusionActor,
+    DiffusionSampler,
     NoiseNet,
     QEnsemble,
     QSelectionPolicy,
@@ -20,7 +20,9 @@ from torchrl_bdpo import (
 
 
 def _hopper_actor():
-    return DiffusionActor(DiffusionPolicy(NoiseNet(11, 3, hidden_sizes=(32, 32)), VPSchedule(5)))
+    return BDPODiffusionActor(
+        DiffusionSampler(NoiseNet(11, 3, hidden_sizes=(32, 32)), VPSchedule(5))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +200,7 @@ def test_mean_and_mode_are_refused_not_averaged(kind, hopper_env):
     with set_exploration_type(kind), pytest.raises(NotImplementedError, match="RANDOM"):
         hopper_env.rollout(3, _hopper_actor())
     with pytest.raises(NotImplementedError, match=kind.name):
-        DiffusionActor(actor.policy, default_interaction_type=kind)
+        BDPODiffusionActor(actor.policy, default_interaction_type=kind)
     # the supported interaction types still run
     for ok in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):
         with set_exploration_type(ok):

@@ -233,7 +233,7 @@ def test_recipe_help_lists_every_setting_with_its_meaning(tmp_path):
         "loss.aggregation": ("lcb", "mean", "min", "rho"),
         "loss.stratified_steps": ("true", "false", "n ~ U{1..N}"),
         "data.download": ("null", "true", "false", "Minari"),
-        "loss.element_reduction": ("mean", "sum"),
+        "loss.error_reduction": ("mean", "sum"),
         "compile_mode": ("reduce-overhead", "max-autotune"),
     }.items():
         assert all(w in lines[key] for w in words), (key, lines[key])

@@ -23,9 +23,9 @@ from tensordict import TensorDict
 from torch import nn
 
 from torchrl_bdpo import (
+    BDPODiffusionActor,
     BDPOLoss,
-    DiffusionActor,
-    DiffusionPolicy,
+    DiffusionSampler,
     DiffusionValueEnsemble,
     GroupSoftUpdate,
     NoiseNet,
@@ -220,9 +220,9 @@ def v_net(meta) -> DiffusionValueEnsemble:
     )
 
 
-def actor(meta) -> DiffusionActor:
-    return DiffusionActor(
-        DiffusionPolicy(noise_net(meta), VPSchedule(meta["sizes"]["steps"]), clip_sample=True)
+def actor(meta) -> BDPODiffusionActor:
+    return BDPODiffusionActor(
+        DiffusionSampler(noise_net(meta), VPSchedule(meta["sizes"]["steps"]), clip_sample=True)
     )
 
 

@@ -20,15 +20,16 @@ def _python_blocks() -> list[str]:
 
 def test_using_the_parts_example_runs():
     code = _python_blocks()[0]
-    namespace = {"obs_dim": 3, "act_dim": 2}
+    namespace = {}  # the example defines everything it uses, obs_dim and act_dim included
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     loss = namespace["loss"]
+    obs_dim, act_dim = namespace["obs_dim"], namespace["act_dim"]
     batch = TensorDict(
         {
-            "observation": torch.randn(4, 3),
-            "action": torch.rand(4, 2) * 2 - 1,
+            "observation": torch.randn(4, obs_dim),
+            "action": torch.rand(4, act_dim) * 2 - 1,
             "next": {
-                "observation": torch.randn(4, 3),
+                "observation": torch.randn(4, obs_dim),
                 "reward": torch.randn(4, 1),
                 "terminated": torch.zeros(4, 1, dtype=torch.bool),
             },

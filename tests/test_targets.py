@@ -168,7 +168,7 @@ def test_q_target_reads_integer_and_float_terminal_flags_like_bool(dtype):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_q_loss_by_hand_reduces_members_by_element_reduction(reduction):
-    loss = make_loss(num_steps=2, element_reduction=reduction)
+    loss = make_loss(num_steps=2, error_reduction=reduction)
     td = batch(8)
     torch.manual_seed(9)
     target, _ = loss.q_target(td)
@@ -181,11 +181,11 @@ def test_q_loss_by_hand_reduces_members_by_element_reduction(reduction):
 
 
 def test_v_loss_sum_is_k_times_mean():
-    loss = make_loss(num_steps=3, element_reduction="mean")
+    loss = make_loss(num_steps=3, error_reduction="mean")
     td = batch(8)
     torch.manual_seed(4)
     mean, _ = loss.value_loss(td)
-    loss.element_reduction = "sum"
+    loss.error_reduction = "sum"
     torch.manual_seed(4)
     total, _ = loss.value_loss(td)
     k = loss.value_network.module(td["observation"], td["action"], torch.ones(8, dtype=torch.long))

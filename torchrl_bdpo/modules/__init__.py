@@ -2,10 +2,10 @@
 ``critics`` (ensemble layers, Q and V_n) and ``actor`` (reverse chain, TorchRL actors)."""
 
 from torchrl_bdpo.modules.actor import (
+    BDPODiffusionActor,
     DiffusionActionDistribution,
-    DiffusionActor,
     DiffusionChain,
-    DiffusionPolicy,
+    DiffusionSampler,
     QSelectionPolicy,
     call_network,
 )
@@ -32,9 +32,9 @@ __all__ = [
     "Mish",
     "mish",
     "DiffusionActionDistribution",
-    "DiffusionActor",
+    "BDPODiffusionActor",
     "DiffusionChain",
-    "DiffusionPolicy",
+    "DiffusionSampler",
     "DiffusionValueEnsemble",
     "EnsembleLayerNorm",
     "EnsembleLinear",

@@ -1,5 +1,5 @@
-"""The diffusion actor: the reverse chain of a noise-prediction policy (:class:`DiffusionPolicy`), its
-TorchRL actor (:class:`DiffusionActor`, a ProbabilisticActor) and the Q-selection evaluation policy."""
+"""The diffusion actor: the reverse chain of a noise-prediction policy (:class:`DiffusionSampler`), its
+TorchRL actor (:class:`BDPODiffusionActor`, a ProbabilisticActor) and the Q-selection evaluation policy."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class DiffusionChain(NamedTuple):
     noise_preds: torch.Tensor
 
 
-class DiffusionPolicy(nn.Module):
+class DiffusionSampler(nn.Module):
     r"""A state-conditioned diffusion model over actions (VP schedule, noise prediction).
 
     Reverse kernel ``p(x_{n-1} | x_n) = N(mu(x_n, n, s), sigma_n^2 I)`` with
@@ -90,7 +90,7 @@ class DiffusionPolicy(nn.Module):
 
     Examples:
         >>> from torchrl_bdpo import NoiseNet, VPSchedule
-        >>> policy = DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5))
+        >>> policy = DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5))
         >>> chain = policy.sample(torch.randn(4, 3), return_chain=True)
         >>> chain.states.shape, chain.noise_preds.shape
         (torch.Size([6, 4, 2]), torch.Size([5, 4, 2]))
@@ -302,7 +302,7 @@ class DiffusionActionDistribution(D.Distribution):
     arg_constraints: dict = {}
     has_rsample = True
 
-    def __init__(self, observation: torch.Tensor, policy: DiffusionPolicy) -> None:
+    def __init__(self, observation: torch.Tensor, policy: DiffusionSampler) -> None:
         self.observation = observation
         self.policy = policy
         super().__init__(
@@ -348,7 +348,7 @@ class DiffusionActionDistribution(D.Distribution):
 class _PolicyHolder(nn.Module):
     """Registers the policy's parameters under the actor and passes the observation through."""
 
-    def __init__(self, policy: DiffusionPolicy) -> None:
+    def __init__(self, policy: DiffusionSampler) -> None:
         super().__init__()
         self.policy = policy
 
@@ -356,7 +356,7 @@ class _PolicyHolder(nn.Module):
         return observation
 
 
-#: Interaction types a DiffusionActor runs; MEAN, MODE and MEDIAN are refused.
+#: Interaction types a BDPODiffusionActor runs; MEAN, MODE and MEDIAN are refused.
 _SUPPORTED_INTERACTIONS = (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC)
 
 
@@ -369,14 +369,14 @@ def _check_interaction(kind: ExplorationType) -> None:
     """
     if kind not in _SUPPORTED_INTERACTIONS:
         raise NotImplementedError(
-            f"DiffusionActor does not support ExplorationType.{kind.name}: a diffusion policy "
+            f"BDPODiffusionActor does not support ExplorationType.{kind.name}: a diffusion policy "
             "has no closed-form mean, mode or median, and averaging sampled actions of a "
             "multimodal policy gives actions it would not take. Use ExplorationType.RANDOM "
             "(stochastic reverse chain) or DETERMINISTIC (noise-free chain from x_N = 0)."
         )
 
 
-class DiffusionActor(ProbabilisticActor):
+class BDPODiffusionActor(ProbabilisticActor):
     """A TorchRL ``ProbabilisticActor`` whose action distribution is a diffusion policy.
 
     Reads ``observation`` and writes ``action``; usable as the policy of
@@ -389,13 +389,13 @@ class DiffusionActor(ProbabilisticActor):
     stay ``False``. Observations must have the networks' dtype (float32 by default):
     wrap a MuJoCo ``GymEnv`` (float64 observations) in ``DoubleToFloat``.
 
-    The underlying :class:`DiffusionPolicy` (``actor.policy``) gives the
+    The underlying :class:`DiffusionSampler` (``actor.policy``) gives the
     per-step API: ``sample(..., return_chain=True)`` (every ``x_n`` and noise
     prediction), ``reverse_step`` (one reparameterised step from a given
     ``(x_n, n)``) and ``predict_noise``.
 
     Args:
-        policy (DiffusionPolicy): the diffusion model.
+        policy (DiffusionSampler): the diffusion model.
         in_keys (sequence of NestedKey): the observation key. Defaults to ``["observation"]``.
         out_keys (sequence of NestedKey): the action key. Defaults to ``["action"]``.
         spec (TensorSpec, optional): the action spec; defaults to a box from the
@@ -403,15 +403,15 @@ class DiffusionActor(ProbabilisticActor):
 
     Examples:
         >>> from tensordict import TensorDict
-        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionPolicy
-        >>> actor = DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionSampler
+        >>> actor = BDPODiffusionActor(DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
         >>> actor(TensorDict({"observation": torch.randn(4, 3)}, [4]))["action"].shape
         torch.Size([4, 2])
     """
 
     def __init__(
         self,
-        policy: DiffusionPolicy,
+        policy: DiffusionSampler,
         *,
         in_keys: Sequence[NestedKey] = ("observation",),
         out_keys: Sequence[NestedKey] = ("action",),
@@ -422,7 +422,7 @@ class DiffusionActor(ProbabilisticActor):
         in_keys, out_keys = list(in_keys), list(out_keys)
         if len(in_keys) != 1 or len(out_keys) != 1:
             raise ValueError(
-                f"DiffusionActor reads one observation key and writes one action key, "
+                f"BDPODiffusionActor reads one observation key and writes one action key, "
                 f"got in_keys={in_keys}, out_keys={out_keys}."
             )
         if spec is None:
@@ -453,7 +453,7 @@ class DiffusionActor(ProbabilisticActor):
         return super().forward(*args, **kwargs)
 
     @property
-    def policy(self) -> DiffusionPolicy:
+    def policy(self) -> DiffusionSampler:
         return self.module[0].module.policy
 
     @property
@@ -467,7 +467,7 @@ class DiffusionActor(ProbabilisticActor):
     def sample_chain(
         self, observation: torch.Tensor, *, deterministic: bool = False
     ) -> DiffusionChain:
-        """The full reverse path at ``observation`` (see :meth:`DiffusionPolicy.sample`)."""
+        """The full reverse path at ``observation`` (see :meth:`DiffusionSampler.sample`)."""
         return self.policy.sample(observation, deterministic=deterministic, return_chain=True)
 
 
@@ -479,7 +479,7 @@ class QSelectionPolicy(TensorDictModuleBase):
     ``num_candidates=1`` the critic is not queried.
 
     Args:
-        actor (DiffusionActor): the actor (its ``policy`` draws the candidates).
+        actor (BDPODiffusionActor): the actor (its ``policy`` draws the candidates).
         qvalue_network (TensorDictModule): an ensemble critic reading
             ``(observation, action)`` keys and writing ``[*batch, K]`` values.
         num_candidates (int): candidates per state. Defaults to 10.
@@ -491,8 +491,8 @@ class QSelectionPolicy(TensorDictModuleBase):
 
     Examples:
         >>> from tensordict import TensorDict
-        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionPolicy, QEnsemble, make_qvalue_operator
-        >>> actor = DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionSampler, QEnsemble, make_qvalue_operator
+        >>> actor = BDPODiffusionActor(DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
         >>> q = make_qvalue_operator(QEnsemble(3, 2, num_members=4, hidden_sizes=(16,)))
         >>> policy = QSelectionPolicy(actor, q, num_candidates=10)
         >>> policy(TensorDict({"observation": torch.randn(7, 3)}, [7]))["action"].shape
@@ -501,7 +501,7 @@ class QSelectionPolicy(TensorDictModuleBase):
 
     def __init__(
         self,
-        actor: DiffusionActor,
+        actor: BDPODiffusionActor,
         qvalue_network: TensorDictModule,
         num_candidates: int = 10,
         *,

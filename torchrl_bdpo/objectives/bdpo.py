@@ -13,13 +13,13 @@ from tensordict.nn import TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
-from torchrl_bdpo.modules.actor import DiffusionActor, call_network
+from torchrl_bdpo.modules.actor import BDPODiffusionActor, call_network
 from torchrl_bdpo.objectives.behavior import noise_prediction_error
 
 _BACKUPS = ("mean", "max")
 _PENALTY_PLACEMENTS = ("inside", "outside")
 _AGGREGATIONS = ("lcb", "mean", "min")
-_ELEMENT_REDUCTIONS = ("mean", "sum")
+_ERROR_REDUCTIONS = ("mean", "sum")
 
 
 class BDPOLoss(LossModule):
@@ -65,14 +65,14 @@ class BDPOLoss(LossModule):
     :meth:`behavior_loss` (pre-training and optional continued training).
 
     Args:
-        actor_network (DiffusionActor): the actor ``pi``.
+        actor_network (BDPODiffusionActor): the actor ``pi``.
         qvalue_network (TensorDictModule): an ensemble critic reading
             ``(observation, action)`` and writing ``state_action_value`` of shape
             ``[*batch, K]``, e.g. ``make_qvalue_operator(QEnsemble(...))``.
         value_network (TensorDictModule): an ensemble diffusion value reading
             ``(observation, noisy_action, diffusion_step)`` and writing
             ``state_value`` ``[*batch, K]``, e.g. ``make_value_operator(DiffusionValueEnsemble(...))``.
-        behavior_network (DiffusionActor): the behavior model ``nu`` (same
+        behavior_network (BDPODiffusionActor): the behavior model ``nu`` (same
             architecture and schedule as the actor; a distinct module).
 
     Keyword Args:
@@ -99,7 +99,7 @@ class BDPOLoss(LossModule):
             networks on every sample followed by a ``torch.where``. Defaults to
             ``False`` (i.i.d. steps). The cycle starts at a random step on each call,
             so every step is trained even when ``B - ceil(B/N) < N - 1``.
-        element_reduction ("mean" | "sum"): how the squared errors of one sample are
+        error_reduction ("mean" | "sum"): how the squared errors of one sample are
             reduced before the batch mean: over the ``K`` members for ``loss_qvalue``
             and ``loss_value``, over the action dimensions for :meth:`behavior_loss`.
             ``"mean"`` is the authors' code; ``"sum"`` is the paper's
@@ -116,10 +116,10 @@ class BDPOLoss(LossModule):
             checked). Turn it off once the data are validated. Defaults to ``True``.
 
     Examples:
-        >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
+        >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionSampler, BDPODiffusionActor,
         ...     QEnsemble, DiffusionValueEnsemble, make_qvalue_operator, make_value_operator)
         >>> def diffusion():
-        ...     return DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        ...     return BDPODiffusionActor(DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
         >>> loss = BDPOLoss(
         ...     diffusion(),
         ...     make_qvalue_operator(QEnsemble(3, 2, num_members=4, hidden_sizes=(16,))),
@@ -185,10 +185,10 @@ class BDPOLoss(LossModule):
         "actor_value",
     ]
 
-    actor_network: DiffusionActor
+    actor_network: BDPODiffusionActor
     actor_network_params: TensorDictParams
     target_actor_network_params: TensorDictParams
-    behavior_network: DiffusionActor
+    behavior_network: BDPODiffusionActor
     behavior_network_params: TensorDictParams
     target_behavior_network_params: TensorDictParams
     qvalue_network: TensorDictModule
@@ -200,10 +200,10 @@ class BDPOLoss(LossModule):
 
     def __init__(
         self,
-        actor_network: DiffusionActor,
+        actor_network: BDPODiffusionActor,
         qvalue_network: TensorDictModule,
         value_network: TensorDictModule,
-        behavior_network: DiffusionActor,
+        behavior_network: BDPODiffusionActor,
         *,
         eta: float,
         rho: float = 1.0,
@@ -214,7 +214,7 @@ class BDPOLoss(LossModule):
         aggregation: Literal["lcb", "mean", "min"] = "lcb",
         bandit: bool = False,
         stratified_steps: bool = False,
-        element_reduction: Literal["mean", "sum"] = "mean",
+        error_reduction: Literal["mean", "sum"] = "mean",
         reduction: Literal["mean", "sum", "none"] = "mean",
         validate_inputs: bool = True,
     ) -> None:
@@ -229,10 +229,10 @@ class BDPOLoss(LossModule):
                 f"Invalid BDPOLoss settings: reduction must be 'mean', 'sum' or 'none' (got "
                 f"{reduction!r})."
             )
-        if element_reduction not in _ELEMENT_REDUCTIONS:
+        if error_reduction not in _ERROR_REDUCTIONS:
             raise ValueError(
-                f"Invalid BDPOLoss settings: element_reduction must be one of "
-                f"{_ELEMENT_REDUCTIONS} (got {element_reduction!r})."
+                f"Invalid BDPOLoss settings: error_reduction must be one of "
+                f"{_ERROR_REDUCTIONS} (got {error_reduction!r})."
             )
         if actor_network is behavior_network:
             raise ValueError(
@@ -261,7 +261,7 @@ class BDPOLoss(LossModule):
         self.aggregation = aggregation
         self.bandit = bool(bandit)
         self.stratified_steps = bool(stratified_steps)
-        self.element_reduction = element_reduction
+        self.error_reduction = error_reduction
         self.reduction = reduction
         self.validate_inputs = bool(validate_inputs)
         self.schedule = a_sched
@@ -384,7 +384,7 @@ class BDPOLoss(LossModule):
 
     @staticmethod
     def _noise(
-        module: DiffusionActor,
+        module: BDPODiffusionActor,
         params: TensorDictBase,
         obs: torch.Tensor,
         x: torch.Tensor,
@@ -394,9 +394,9 @@ class BDPOLoss(LossModule):
         with params.to_module(module, preserve_module_state=False):
             return module.policy.predict_noise(obs, x, n)
 
-    def _reduce_elements(self, squared_errors: torch.Tensor) -> torch.Tensor:
-        """``[*batch, K]`` -> ``[*batch]`` by ``element_reduction``."""
-        if self.element_reduction == "mean":
+    def _reduce_errors(self, squared_errors: torch.Tensor) -> torch.Tensor:
+        """``[*batch, K]`` -> ``[*batch]`` by ``error_reduction``."""
+        if self.error_reduction == "mean":
             return squared_errors.mean(-1)
         return squared_errors.sum(-1)
 
@@ -558,7 +558,7 @@ class BDPOLoss(LossModule):
             obs.reshape(-1, obs.shape[-1]),
             act.reshape(-1, act.shape[-1]),
         )
-        loss = self._reduce_elements((q - target.unsqueeze(-1)).pow(2))
+        loss = self._reduce_errors((q - target.unsqueeze(-1)).pow(2))
         with torch.no_grad():
             mask = self._row_mask(tensordict, batch)
             meta.update(
@@ -592,7 +592,7 @@ class BDPOLoss(LossModule):
         obs = tensordict.get(self.tensor_keys.observation)
         batch = obs.shape[:-1]
         v = self._v(self.value_network_params, obs.reshape(-1, obs.shape[-1]), x_n, n)
-        loss = self._reduce_elements((v - target.unsqueeze(-1)).pow(2))
+        loss = self._reduce_errors((v - target.unsqueeze(-1)).pow(2))
         with torch.no_grad():
             mask = self._row_mask(tensordict, batch)
             meta = {"v_mean": self._mean(v.mean(-1), mask), "target_v": self._mean(target, mask)}
@@ -629,7 +629,7 @@ class BDPOLoss(LossModule):
                 self.behavior_network.policy,
                 obs.reshape(-1, obs.shape[-1]),
                 act.reshape(-1, act.shape[-1]),
-                reduction=self.element_reduction,
+                reduction=self.error_reduction,
             )
         return self._reduce_loss(err.reshape(obs.shape[:-1]), tensordict), {}
 

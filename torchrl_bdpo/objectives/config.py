@@ -17,10 +17,10 @@ class BDPOLossConfig(LossConfig):
     :meth:`~torchrl_bdpo.BDPOLoss.make_value_estimator`, the TorchRL way.
 
     Examples:
-        >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor,
+        >>> from torchrl_bdpo import (NoiseNet, VPSchedule, DiffusionSampler, BDPODiffusionActor,
         ...     QEnsemble, DiffusionValueEnsemble, make_qvalue_operator, make_value_operator)
         >>> def diffusion():
-        ...     return DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        ...     return BDPODiffusionActor(DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
         >>> cfg = BDPOLossConfig(eta=0.2, rho=2.0, gamma=0.99, num_samples=3)
         >>> loss = cfg.build(
         ...     diffusion(),
@@ -43,7 +43,7 @@ class BDPOLossConfig(LossConfig):
     aggregation: str = "lcb"
     bandit: bool = False
     stratified_steps: bool = False
-    element_reduction: str = "mean"
+    error_reduction: str = "mean"
     reduction: str = "mean"
     validate_inputs: bool = True
     gamma: float = 0.99

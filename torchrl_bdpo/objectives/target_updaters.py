@@ -23,11 +23,18 @@ class GroupSoftUpdate(SoftUpdate):
         tau (float): the Polyak rate: ``target <- (1 - tau) target + tau source``.
 
     Examples:
-        >>> from torchrl_bdpo import NoiseNet, VPSchedule, DiffusionPolicy, DiffusionActor
-        >>> from torchrl_bdpo.objectives import DiffusionBehaviorLoss
-        >>> actor = DiffusionActor(DiffusionPolicy(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
-        >>> updater = GroupSoftUpdate(DiffusionBehaviorLoss(actor), groups=["behavior_network"], tau=0.005)
-        >>> updater.step()
+        >>> from torchrl_bdpo import (BDPOLoss, NoiseNet, VPSchedule, DiffusionSampler,
+        ...     BDPODiffusionActor, QEnsemble, DiffusionValueEnsemble, make_qvalue_operator,
+        ...     make_value_operator)
+        >>> def diffusion():
+        ...     return BDPODiffusionActor(DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(16,)), VPSchedule(5)))
+        >>> loss = BDPOLoss(
+        ...     diffusion(),
+        ...     make_qvalue_operator(QEnsemble(3, 2, num_members=2, hidden_sizes=(8,))),
+        ...     make_value_operator(DiffusionValueEnsemble(3, 2, num_members=2, hidden_sizes=(8,))),
+        ...     diffusion(), eta=0.2)
+        >>> behavior_ema = GroupSoftUpdate(loss, groups=["behavior_network"], tau=0.005)
+        >>> behavior_ema.step()
     """
 
     def __init__(self, loss_module: LossModule, *, groups: Sequence[str], tau: float) -> None:
