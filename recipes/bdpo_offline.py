@@ -63,7 +63,7 @@ def _import_runtime() -> None:
     """Imports torch, TorchRL and the recipe's helpers (seconds): only once the settings are
     valid, so that ``--help`` and configuration errors come at once."""
     global np, torch, logging_redirect_tqdm, USER_ERRORS, QSelectionPolicy
-    global compile_functions, evaluate_env, evaluate_toy2d, evaluation_seed
+    global compile_functions, evaluate_env, evaluation_seed
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, precision_autocast, run_settings
     global set_threads_and_device, trainable, uses_cuda_graphs
@@ -74,7 +74,6 @@ def _import_runtime() -> None:
     from bdpo_utils import (
         compile_functions,
         evaluate_env,
-        evaluate_toy2d,
         evaluation_seed,
         make_eval_env,
         make_loss_module,
@@ -334,6 +333,8 @@ class BDPOTrainer:
         t0 = time.time()
         result: dict = {"step": self.step, "train_step": max(0, self.step - self.pretrain_steps)}
         if self.task.domain == "toy2d":  # the final evaluation also writes samples and pictures
+            from toy2d_evaluation import evaluate_toy2d  # matplotlib: 2D tasks only
+
             final = self.step == self.total_steps
             result.update(
                 evaluate_toy2d(

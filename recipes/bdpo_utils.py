@@ -2,8 +2,8 @@
 
 Laid out like TorchRL's sota-implementations ``utils.py`` files: ``make_task_data``,
 ``make_replay_buffer``, ``make_loss_module``, ``make_target_updaters``, ``make_optimizers``,
-``make_eval_env``, ``evaluate_env``, ``evaluate_toy2d``. The settings' schema and
-``validate_config`` are in ``bdpo_config``, which imports no torch.
+``make_eval_env``, ``evaluate_env``. The settings' schema and ``validate_config`` are in
+``bdpo_config`` (which imports no torch), the 2D evaluation in ``toy2d_evaluation``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bdpo_config import ConfigError
 from omegaconf import DictConfig, OmegaConf
 from run_dir import RUN_ONLY
 from tensordict import TensorDict
+from toy2d import TOY2D_DATASETS, toy2d_transitions
 
 from torchrl_bdpo import (
     BDPODiffusionActor,
@@ -45,7 +46,6 @@ from torchrl_bdpo.data import (
     scale_rewards_by_return_range,
     validate_transitions,
 )
-from torchrl_bdpo.toy2d import TOY2D_DATASETS, toy2d_transitions
 
 log = logging.getLogger("bdpo")
 
@@ -385,6 +385,7 @@ def make_eval_env(
     (dict observations with ``observation`` and ``desired_goal``) get the layout of the
     data: ``observation = concat(observation, desired_goal)``.
     """
+    from mujoco_log import route_mujoco_warnings
     from torchrl.envs import (
         CatTensors,
         Compose,
@@ -396,8 +397,6 @@ def make_eval_env(
         StepCounter,
         TransformedEnv,
     )
-
-    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
 
     route_mujoco_warnings()  # MuJoCo's warnings to the log, not to ./MUJOCO_LOG.TXT
 
@@ -469,103 +468,4 @@ def evaluate_env(env, policy, max_steps: int, seed: int) -> np.ndarray:
         first_episode_returns(td["next", "reward"].squeeze(-1), td["next", "done"].squeeze(-1))
         .cpu()
         .numpy()
-    )
-
-
-@torch.no_grad()
-def sample_actions(loss: BDPOLoss, which: str, num: int, obs_dim: int, device) -> torch.Tensor:
-    """``num`` stochastic samples of the EMA actor or EMA behavior at the (dummy) 2D state."""
-    module = loss.actor_network if which == "actor" else loss.behavior_network
-    params = getattr(loss, f"target_{which}_network_params")
-    with params.to_module(module, preserve_module_state=False):
-        return module.policy.sample(torch.zeros(num, obs_dim, device=device))
-
-
-def toy2d_reward_fn(dataset: str, points: np.ndarray, rewards: np.ndarray):
-    from torchrl_bdpo.toy2d import toy2d_reward
-
-    ref = (points[:50_000], rewards[:50_000]) if dataset in ("moons", "2spirals") else None
-    return lambda x: toy2d_reward(dataset, x, reference=ref)
-
-
-@torch.no_grad()
-def evaluate_toy2d(
-    loss: BDPOLoss, task: TaskData, cfg: DictConfig, device, run_dir: Path | None = None
-) -> dict:
-    """Distances of actor and behavior data to the exact target, mean rewards, pictures."""
-    from torchrl_bdpo.metrics import energy_distance, sliced_wasserstein
-    from torchrl_bdpo.toy2d import exact_target_samples, target_mean_reward
-
-    num = int(cfg.eval.toy2d_samples)
-    eta = float(cfg.loss.eta)
-    points = task.data["action"].cpu().numpy()
-    rewards = task.data["next", "reward"].squeeze(-1).cpu().numpy()
-    target = exact_target_samples(points, rewards, eta, num, seed=int(cfg.seed) + 1)
-    rng = np.random.default_rng(int(cfg.seed) + 2)
-    behavior_data = points[rng.choice(len(points), num, replace=False)]
-    actor = sample_actions(loss, "actor", num, task.obs_dim, device).cpu().numpy()
-    reward_fn = toy2d_reward_fn(task.toy2d["dataset"], points, rewards)
-    metrics = {
-        "energy_distance_actor": energy_distance(actor, target),
-        "energy_distance_behavior": energy_distance(behavior_data, target),
-        "sliced_wasserstein_actor": sliced_wasserstein(actor, target),
-        "sliced_wasserstein_behavior": sliced_wasserstein(behavior_data, target),
-        "mean_reward_actor": float(np.mean(reward_fn(actor))),
-        "mean_reward_behavior": float(np.mean(rewards)),
-        "mean_reward_target": float(target_mean_reward(rewards, eta)),
-    }
-    if run_dir is not None:
-        save_toy2d_outputs(
-            loss, task, cfg, device, run_dir, actor, behavior_data, target, points, rewards
-        )
-    return metrics
-
-
-def save_toy2d_outputs(
-    loss, task, cfg, device, run_dir: Path, actor, behavior_data, target, points, rewards
-):
-    from toy2d_plots import plot_toy2d_samples, plot_value_landscape
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        run_dir / "samples.npz",
-        samples=actor,
-        data=points,
-        rewards=rewards,
-        eta=np.float64(cfg.loss.eta),
-    )
-    plot_toy2d_samples(behavior_data, actor, target, run_dir / "samples.png", title=task.name)
-    big_n = int(cfg.diffusion.num_steps)
-    steps = sorted({big_n, (3 * big_n) // 4, big_n // 2, big_n // 4, 1, 0}, reverse=True)
-    lim, g = 4.5, 60
-    xs = torch.linspace(-lim, lim, g, device=device)
-    grid_y, grid_x = torch.meshgrid(xs, xs, indexing="ij")
-    grid = torch.stack([grid_x, grid_y], -1).reshape(-1, 2)
-    obs = torch.zeros(grid.shape[0], task.obs_dim, device=device)
-    values = []
-    for n in steps:
-        if n == 0:
-            val = loss._q(loss.target_qvalue_network_params, obs, grid)
-        else:
-            val = loss._v(
-                loss.target_value_network_params,
-                obs,
-                grid,
-                torch.full((grid.shape[0],), n, device=device),
-            )
-        values.append(val.mean(-1).reshape(g, g).cpu().numpy())
-    with loss.target_actor_network_params.to_module(
-        loss.actor_network, preserve_module_state=False
-    ):
-        chain = loss.actor_network.policy.sample(
-            torch.zeros(500, task.obs_dim, device=device), return_chain=True
-        )
-    samples = [chain.states[n].cpu().numpy() for n in steps]
-    plot_value_landscape(
-        np.stack(values),
-        steps,
-        (-lim, lim, -lim, lim),
-        run_dir / "value_landscape.png",
-        samples=samples,
-        title=task.name,
     )

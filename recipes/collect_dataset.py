@@ -245,8 +245,7 @@ def split_transitions(data: TensorDict) -> list[dict[str, np.ndarray]]:
 
 def random_reference(env_id: str, episodes: int, seed: int, max_steps: int) -> float:
     import gymnasium as gym
-
-    from torchrl_bdpo.data import rollout_episodes, uniform_random_policy
+    from env_rollouts import rollout_episodes, uniform_random_policy
 
     env = gym.make(env_id)
     policy = uniform_random_policy(env.action_space, seed=seed)
@@ -438,8 +437,10 @@ def _stats(episodes: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def collect(cfg: DictConfig) -> dict[str, Any]:
     """Runs everything; returns the summary (also written to ``<run_dir>/summary.json``)."""
-    from torchrl_bdpo.data import build_minari_dataset, minari_datasets_dir
-    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+    from minari_building import build_minari_dataset
+    from mujoco_log import route_mujoco_warnings
+
+    from torchrl_bdpo.data import minari_datasets_dir
     from torchrl_bdpo.scores import normalized_score
 
     try:

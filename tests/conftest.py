@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+# the recipes' modules (2D tasks, dataset building, rollouts) are imported by their names
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
 torch.set_num_threads(1)
 
@@ -25,8 +30,8 @@ def minari_hopper_dataset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     dataset carries D4RL hopper reference scores and ``Hopper-v5`` as evaluation env.
     """
     import gymnasium as gym
-
-    from torchrl_bdpo.data import build_minari_dataset, rollout_episodes, uniform_random_policy
+    from env_rollouts import rollout_episodes, uniform_random_policy
+    from minari_building import build_minari_dataset
 
     root = tmp_path_factory.mktemp("minari_datasets")
     previous = os.environ.get("MINARI_DATASETS_PATH")

@@ -10,13 +10,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from env_rollouts import rollout_episodes
+from minari_building import build_minari_dataset
 from tensordict import TensorDict
 
 from torchrl_bdpo.data import (
     DatasetUnavailableError,
     DatasetValidationError,
     OfflineDataset,
-    build_minari_dataset,
     clip_dataset_actions,
     episode_returns,
     episodes_to_ted,
@@ -24,7 +25,6 @@ from torchrl_bdpo.data import (
     load_minari_dataset,
     load_offline_dataset,
     make_offline_replay_buffer,
-    rollout_episodes,
     scale_rewards,
     scale_rewards_by_return_range,
     validate_transitions,

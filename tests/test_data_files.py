@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from minari_building import build_minari_dataset
 
 from torchrl_bdpo.data import (
     DatasetUnavailableError,
     DatasetValidationError,
-    build_minari_dataset,
     load_d4rl_dataset,
     load_d4rl_hdf5,
     load_minari_dataset,

@@ -1,4 +1,4 @@
-"""Tests for torchrl_bdpo.metrics against independent computations."""
+"""Tests for recipes/distribution_metrics.py against independent computations."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-
-from torchrl_bdpo.metrics import energy_distance, sliced_wasserstein
+from distribution_metrics import energy_distance, sliced_wasserstein
 
 
 def _cramer_1d(u: np.ndarray, v: np.ndarray) -> float:

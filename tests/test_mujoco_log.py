@@ -44,7 +44,7 @@ def test_eval_env_creation_leaves_no_mujoco_log(
 
 
 def test_route_keeps_a_handler_installed_by_the_user(default_mujoco_handler):
-    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+    from mujoco_log import route_mujoco_warnings
 
     def mine(message: str) -> None:
         pass

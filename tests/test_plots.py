@@ -15,7 +15,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 sys.path.insert(0, str(RECIPES))
 
 import plots  # noqa: E402
-import toy2d_plots  # noqa: E402
+import toy2d_evaluation  # noqa: E402
 
 
 def _csv(path: Path, rows: list[tuple[int, float]]) -> None:
@@ -84,9 +84,9 @@ def test_missing_run_dir_is_one_line_and_status_2(tmp_path, capsys, caplog):
 
 @pytest.fixture
 def saved_figure(monkeypatch):
-    """The figure a toy2d_plots function saves, kept open for inspection."""
+    """The figure a toy2d_evaluation function saves, kept open for inspection."""
     figures = []
-    monkeypatch.setattr(toy2d_plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(toy2d_evaluation, "_save", lambda fig, path: figures.append(fig))
     yield figures
     import matplotlib.pyplot as plt
 
@@ -98,7 +98,7 @@ def saved_figure(monkeypatch):
 def test_value_landscape_explains_panels_dots_and_colour_scale(saved_figure, shared):
     values = np.stack([np.full((8, 8), 1.0), np.full((8, 8), 3.0), np.full((8, 8), 2.0)])
     dots = [np.zeros((5, 2))] * 3
-    toy2d_plots.plot_value_landscape(
+    toy2d_evaluation.plot_value_landscape(
         values,
         [4, 1, 0],
         (-4, 4, -4, 4),

@@ -199,8 +199,8 @@ def test_datasets_without_reference_scores_report_raw_returns(tmp_path, monkeypa
     in the log, summary.json and the aggregate tables; no normalised score anywhere."""
     import aggregate_results as agg
     import gymnasium as gym
-
-    from torchrl_bdpo.data import build_minari_dataset, rollout_episodes, uniform_random_policy
+    from env_rollouts import rollout_episodes, uniform_random_policy
+    from minari_building import build_minari_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     space = gym.make("Hopper-v5").action_space
@@ -326,7 +326,7 @@ def test_goal_conditioned_minari_data_are_evaluated_in_their_own_env(tmp_path, m
     dataset's spec with its kwargs (the maze layout), not from its id alone."""
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("gymnasium_robotics")
-    from torchrl_bdpo.data import build_minari_dataset
+    from minari_building import build_minari_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     maze = [[1, 1, 1, 1, 1], [1, "r", 0, 0, 1], [1, 1, 1, 0, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
@@ -686,13 +686,10 @@ def test_corrupt_dataset_gives_one_clear_error(tmp_path, minari_hopper_dataset, 
     import uuid
 
     import gymnasium as gym
+    from env_rollouts import rollout_episodes, uniform_random_policy
+    from minari_building import build_minari_dataset
 
-    from torchrl_bdpo.data import (
-        DatasetValidationError,
-        build_minari_dataset,
-        rollout_episodes,
-        uniform_random_policy,
-    )
+    from torchrl_bdpo.data import DatasetValidationError
 
     env = gym.make("Hopper-v5")
     episodes = rollout_episodes(
@@ -710,8 +707,8 @@ def test_corrupt_dataset_gives_one_clear_error(tmp_path, minari_hopper_dataset, 
 def test_damaged_dataset_file_exits_2_with_one_line(tmp_path, monkeypatch):
     """A truncated Minari file: exit code 2, one error line naming the file, no traceback."""
     import gymnasium as gym
-
-    from torchrl_bdpo.data import build_minari_dataset, rollout_episodes, uniform_random_policy
+    from env_rollouts import rollout_episodes, uniform_random_policy
+    from minari_building import build_minari_dataset
 
     root = tmp_path / "minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))

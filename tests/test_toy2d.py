@@ -1,4 +1,4 @@
-"""Tests for torchrl_bdpo.toy2d (2-D bandit datasets, exact target) and recipes/toy2d_plots.py."""
+"""Tests for recipes/toy2d.py (2-D bandit datasets, exact target) and recipes/toy2d_evaluation.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from torchrl_bdpo.toy2d import (
+from toy2d import (
     TOY2D_DATASETS,
     exact_target_samples,
     optimal_regularized_value,
@@ -294,8 +293,8 @@ def test_target_errors() -> None:
 
 # --------------------------------------------------------------------------- plots (smoke)
 def _load_plots():
-    path = Path(__file__).resolve().parents[1] / "recipes" / "toy2d_plots.py"
-    spec = importlib.util.spec_from_file_location("toy2d_plots", path)
+    path = Path(__file__).resolve().parents[1] / "recipes" / "toy2d_evaluation.py"
+    spec = importlib.util.spec_from_file_location("toy2d_evaluation", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -14,10 +14,8 @@ from .d4rl_loader import d4rl_cache_dir, d4rl_eval_env_id, load_d4rl_dataset, lo
 from .dataset import OfflineDataset
 from .errors import DatasetUnavailableError, DatasetValidationError
 from .loading import load_offline_dataset
-from .minari_builder import build_minari_dataset
 from .minari_loader import load_minari_dataset, minari_datasets_dir
 from .replay_buffer import make_offline_replay_buffer
-from .rollout import rollout_episodes, uniform_random_policy
 from .ted import TED_KEYS, episodes_to_ted, flatten_observation
 from .transforms import (
     clip_dataset_actions,
@@ -33,7 +31,6 @@ __all__ = [
     "DatasetUnavailableError",
     "DatasetValidationError",
     "OfflineDataset",
-    "build_minari_dataset",
     "clip_dataset_actions",
     "d4rl_cache_dir",
     "d4rl_datasets_dir",
@@ -49,9 +46,7 @@ __all__ = [
     "minari_datasets_dir",
     "read_d4rl_hdf5",
     "return_range_scale",
-    "rollout_episodes",
     "scale_rewards",
     "scale_rewards_by_return_range",
-    "uniform_random_policy",
     "validate_transitions",
 ]

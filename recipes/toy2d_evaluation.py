@@ -1,4 +1,6 @@
-"""Figures for the 2-D BDPO bandit tasks (matplotlib, Agg backend, no display).
+"""The evaluation of the 2-D BDPO bandit tasks: distances of the actor's samples to the exact target
+(:func:`evaluate_toy2d`), the run's 2D outputs (:func:`save_toy2d_outputs`) and their figures
+(matplotlib, Agg backend, no display):
 
 * :func:`plot_toy2d_samples` — behavior data / actor samples / exact target, side by side.
 * :func:`plot_value_landscape` — one heat map per diffusion step (V_N, ..., V_1, and
@@ -21,6 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from omegaconf import DictConfig
+
+from torchrl_bdpo import BDPOLoss, call_network
+
+if TYPE_CHECKING:
+    from bdpo_utils import TaskData
 
 import matplotlib
 
@@ -160,3 +171,107 @@ def plot_value_landscape(
     ]
     fig.suptitle("\n".join(line for line in lines if line), fontsize=10)
     _save(fig, path)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def sample_actions(loss: BDPOLoss, which: str, num: int, obs_dim: int, device) -> torch.Tensor:
+    """``num`` stochastic samples of the EMA actor or EMA behavior at the (dummy) 2D state."""
+    module = loss.actor_network if which == "actor" else loss.behavior_network
+    params = getattr(loss, f"target_{which}_network_params")
+    with params.to_module(module, preserve_module_state=False):
+        return module.policy.sample(torch.zeros(num, obs_dim, device=device))
+
+
+def toy2d_reward_fn(dataset: str, points: np.ndarray, rewards: np.ndarray):
+    from toy2d import toy2d_reward
+
+    ref = (points[:50_000], rewards[:50_000]) if dataset in ("moons", "2spirals") else None
+    return lambda x: toy2d_reward(dataset, x, reference=ref)
+
+
+@torch.no_grad()
+def evaluate_toy2d(
+    loss: BDPOLoss, task: TaskData, cfg: DictConfig, device, run_dir: Path | None = None
+) -> dict:
+    """Distances of actor and behavior data to the exact target, mean rewards, pictures."""
+    from distribution_metrics import energy_distance, sliced_wasserstein
+    from toy2d import exact_target_samples, target_mean_reward
+
+    num = int(cfg.eval.toy2d_samples)
+    eta = float(cfg.loss.eta)
+    points = task.data["action"].cpu().numpy()
+    rewards = task.data["next", "reward"].squeeze(-1).cpu().numpy()
+    target = exact_target_samples(points, rewards, eta, num, seed=int(cfg.seed) + 1)
+    rng = np.random.default_rng(int(cfg.seed) + 2)
+    behavior_data = points[rng.choice(len(points), num, replace=False)]
+    actor = sample_actions(loss, "actor", num, task.obs_dim, device).cpu().numpy()
+    reward_fn = toy2d_reward_fn(task.toy2d["dataset"], points, rewards)
+    metrics = {
+        "energy_distance_actor": energy_distance(actor, target),
+        "energy_distance_behavior": energy_distance(behavior_data, target),
+        "sliced_wasserstein_actor": sliced_wasserstein(actor, target),
+        "sliced_wasserstein_behavior": sliced_wasserstein(behavior_data, target),
+        "mean_reward_actor": float(np.mean(reward_fn(actor))),
+        "mean_reward_behavior": float(np.mean(rewards)),
+        "mean_reward_target": float(target_mean_reward(rewards, eta)),
+    }
+    if run_dir is not None:
+        save_toy2d_outputs(
+            loss, task, cfg, device, run_dir, actor, behavior_data, target, points, rewards
+        )
+    return metrics
+
+
+def _ensemble_mean(network, params, *inputs: torch.Tensor) -> torch.Tensor:
+    """The ensemble mean of a critic ``network`` run with ``params`` on ``inputs``."""
+    with params.to_module(network, preserve_module_state=False):
+        return call_network(network, network.out_keys[0], *inputs).mean(-1)
+
+
+def save_toy2d_outputs(
+    loss, task, cfg, device, run_dir: Path, actor, behavior_data, target, points, rewards
+):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        run_dir / "samples.npz",
+        samples=actor,
+        data=points,
+        rewards=rewards,
+        eta=np.float64(cfg.loss.eta),
+    )
+    plot_toy2d_samples(behavior_data, actor, target, run_dir / "samples.png", title=task.name)
+    big_n = int(cfg.diffusion.num_steps)
+    steps = sorted({big_n, (3 * big_n) // 4, big_n // 2, big_n // 4, 1, 0}, reverse=True)
+    lim, g = 4.5, 60
+    xs = torch.linspace(-lim, lim, g, device=device)
+    grid_y, grid_x = torch.meshgrid(xs, xs, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], -1).reshape(-1, 2)
+    obs = torch.zeros(grid.shape[0], task.obs_dim, device=device)
+    values = []
+    for n in steps:
+        if n == 0:  # the EMA networks, through the loss's functional parameters
+            val = _ensemble_mean(loss.qvalue_network, loss.target_qvalue_network_params, obs, grid)
+        else:
+            steps_n = torch.full((grid.shape[0],), n, device=device)
+            val = _ensemble_mean(
+                loss.value_network, loss.target_value_network_params, obs, grid, steps_n
+            )
+        values.append(val.reshape(g, g).cpu().numpy())
+    with loss.target_actor_network_params.to_module(
+        loss.actor_network, preserve_module_state=False
+    ):
+        chain = loss.actor_network.policy.sample(
+            torch.zeros(500, task.obs_dim, device=device), return_chain=True
+        )
+    samples = [chain.states[n].cpu().numpy() for n in steps]
+    plot_value_landscape(
+        np.stack(values),
+        steps,
+        (-lim, lim, -lim, lim),
+        run_dir / "value_landscape.png",
+        samples=samples,
+        title=task.name,
+    )

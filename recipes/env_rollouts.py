@@ -65,8 +65,7 @@ def rollout_episodes(
         ``terminations``/``truncations`` bool ``[L]`` and ``seed``.
     """
     import gymnasium as gym
-
-    from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+    from mujoco_log import route_mujoco_warnings
 
     route_mujoco_warnings()
     kwargs = {} if max_steps is None else {"max_episode_steps": int(max_steps)}

@@ -1,7 +1,7 @@
 """Sample-based distances between point clouds (torch, float64 internally).
 
 Used to score how close a policy's samples are to the exact 2-D target
-(:mod:`torchrl_bdpo.toy2d`). Inputs may be torch tensors or numpy arrays of
+(``recipes/toy2d.py``). Inputs may be torch tensors or numpy arrays of
 shape [n, d] (a 1-D input of shape [n] is read as [n, 1]); results are floats.
 
 Example:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .minari_loader import minari_datasets_dir
+from torchrl_bdpo.data import minari_datasets_dir
 
 __all__ = ["build_minari_dataset"]
 
@@ -55,7 +55,7 @@ def build_minari_dataset(
     *,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
-    algorithm_name: str = "torchrl_bdpo.data.rollout_episodes",
+    algorithm_name: str = "recipes/env_rollouts.py rollout_episodes",
     author: str | None = None,
     description: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
@@ -70,7 +70,7 @@ def build_minari_dataset(
         env_id: Gymnasium id whose spaces describe the data (made once to read them).
         episodes: dicts with ``observations`` ``[L + 1, obs]``, ``actions`` ``[L, act]``,
             ``rewards``/``terminations``/``truncations`` ``[L]``, optional ``seed``
-            (e.g. from :func:`~torchrl_bdpo.data.rollout.rollout_episodes`).
+            (e.g. from ``env_rollouts.rollout_episodes``).
         ref_min_score, ref_max_score: reference returns, both or neither; stored as
             ``ref_min_score``/``ref_max_score`` in the dataset metadata.
         algorithm_name, author, description: stored in the metadata.
@@ -87,7 +87,7 @@ def build_minari_dataset(
             removes what it wrote).
 
     Examples:
-        >>> from torchrl_bdpo.data.rollout import rollout_episodes, uniform_random_policy
+        >>> from env_rollouts import rollout_episodes, uniform_random_policy
         >>> import gymnasium as gym
         >>> policy = uniform_random_policy(gym.make("Hopper-v5").action_space, seed=0)
         >>> eps = rollout_episodes("Hopper-v5", policy, num_episodes=2, seed=0)  # doctest: +SKIP
@@ -137,8 +137,7 @@ def build_minari_dataset(
         # Minari warns for every optional metadata field left empty (permalink, email, ...).
         warnings.filterwarnings("ignore", message=r".*is set to None", category=UserWarning)
         import gymnasium as gym
-
-        from torchrl_bdpo.mujoco_log import route_mujoco_warnings
+        from mujoco_log import route_mujoco_warnings
 
         route_mujoco_warnings()
         spec = gym.make(env_id, **dict(env_kwargs or {})).spec  # the id plus its kwargs
