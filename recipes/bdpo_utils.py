@@ -66,15 +66,38 @@ def uses_cuda_graphs(cfg: DictConfig, device: torch.device) -> bool:
 
 
 def compile_functions(fns, mode: str) -> list:
-    """``torch.compile`` each of ``fns`` with ``mode``; a function that fails to compile runs eagerly.
+    """``torch.compile`` each of ``fns`` with ``mode``. A function whose compilation fails logs a
+    warning, with the error, and runs eagerly from then on; dynamo's settings are not changed
+    (a process-wide ``suppress_errors`` would hide every other compile failure too), and errors
+    that are not compile failures propagate.
 
     (Here, not in the Hydra script: the script's functions are pickled by value for
     joblib/submitit launchers, and dynamo's config module cannot be pickled.)
     """
-    import torch._dynamo
+    return [_eager_on_compile_failure(fn, mode) for fn in fns]
 
-    torch._dynamo.config.suppress_errors = True  # fall back to eager, never crash a run
-    return [torch.compile(fn, mode=None if mode == "default" else mode) for fn in fns]
+
+def _eager_on_compile_failure(fn, mode: str):
+    from torch._dynamo.exc import TorchDynamoException
+
+    state = {"call": torch.compile(fn, mode=None if mode == "default" else mode)}
+
+    def call(*args, **kwargs):
+        if state["call"] is fn:
+            return fn(*args, **kwargs)
+        try:
+            return state["call"](*args, **kwargs)
+        except TorchDynamoException as err:  # a compile failure: the eager function runs instead
+            log.warning(
+                "torch.compile failed for %s (%s: %s); it runs eagerly from now on.",
+                getattr(fn, "__name__", fn),
+                type(err).__name__,
+                (str(err).splitlines() or [""])[0],
+            )
+            state["call"] = fn
+            return fn(*args, **kwargs)
+
+    return call
 
 
 PRECISIONS = ("fp32", "bf16")

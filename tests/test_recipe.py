@@ -259,9 +259,9 @@ def test_interrupt_and_resume_give_identical_parameters(tmp_path):
         torch.testing.assert_close(resumed["loss"][key], value, rtol=0, atol=0, msg=key)
 
 
-def test_compiled_run_equals_eager_run(tmp_path):
+def test_compiled_run_equals_eager_run(tmp_path, caplog):
     """compile=true trains the same parameters as eager (same random draws), with no fallback
-    to eager: dynamo errors are raised here instead of suppressed."""
+    to eager (none is logged) and dynamo's process-wide settings untouched."""
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
@@ -269,13 +269,11 @@ def test_compiled_run_equals_eager_run(tmp_path):
     extra += ("optim.actor_update_period=2", "checkpoint.interval=100", "eval.interval=100")
     bdpo_offline.run(_toy(*extra), tmp_path / "eager")
     torch._dynamo.reset()
-    with (
-        inductor_config.patch(fallback_random=True),
-        torch._dynamo.config.patch(suppress_errors=False),
-    ):
+    with inductor_config.patch(fallback_random=True), caplog.at_level("WARNING", logger="bdpo"):
         trainer = bdpo_offline.BDPOTrainer(_toy(*extra, "compile=true"), tmp_path / "compiled")
-        torch._dynamo.config.suppress_errors = False  # the trainer turned it on
         trainer.train()
+    assert "runs eagerly" not in caplog.text
+    assert not torch._dynamo.config.suppress_errors
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
     assert graphs >= 3, "the behavior, critic and actor losses were not all compiled"
@@ -284,6 +282,32 @@ def test_compiled_run_equals_eager_run(tmp_path):
     compiled = trainer.loss.state_dict()
     for key, value in eager["loss"].items():
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
+    """A function that fails to compile runs eagerly (one warning); other errors propagate."""
+    import bdpo_utils
+    from torch._dynamo.exc import TorchDynamoException
+
+    def broken_compile(fn, mode=None):
+        def call(*args, **kwargs):
+            raise TorchDynamoException("inductor failed")
+
+        return call
+
+    monkeypatch.setattr(bdpo_utils.torch, "compile", broken_compile)
+    (add_one,) = bdpo_utils.compile_functions([lambda x: x + 1], "default")
+    with caplog.at_level("WARNING", logger="bdpo"):
+        assert add_one(1) == 2 and add_one(2) == 3
+    assert caplog.text.count("runs eagerly") == 1 and "inductor failed" in caplog.text
+
+    def user_error(x):
+        raise ValueError("not a compile failure")
+
+    monkeypatch.setattr(bdpo_utils.torch, "compile", lambda fn, mode=None: fn)
+    (fails,) = bdpo_utils.compile_functions([user_error], "default")
+    with pytest.raises(ValueError, match="not a compile failure"):
+        fails(1)
 
 
 def test_resume_without_checkpoint_and_with_other_settings(tmp_path):
