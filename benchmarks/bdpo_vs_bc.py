@@ -45,6 +45,7 @@ import bdpo_offline  # noqa: E402
 from bdpo_utils import evaluate_env, evaluation_seed  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
+from torchrl_bdpo.scores import normalized_score  # noqa: E402
 
 #: CPU-sized settings, chosen from measured update rates before any result was seen (one torch
 #: thread: ~17 critic steps/s, ~24 actor steps/s, ~400 pre-training steps/s of CPU time; about
@@ -109,8 +110,8 @@ class BenchTrainer(bdpo_offline.BDPOTrainer):
                 seed=evaluation_seed(self.cfg.seed),
             )
             result[f"{name}_return_mean"] = float(returns.mean())
-            if ref_min is not None and ref_max is not None:
-                scores = 100.0 * (returns - ref_min) / (ref_max - ref_min)
+            if self.task.has_reference_scores:  # the recipe's rule: both, finite and distinct
+                scores = normalized_score(returns, ref_min=ref_min, ref_max=ref_max)
                 result[f"{name}_normalized_score_mean"] = float(scores.mean())
         dt = time.time() - t0
         result["extra_eval_time_s"] = dt

@@ -63,7 +63,7 @@ def _import_runtime() -> None:
     """Imports torch, TorchRL and the recipe's helpers (seconds): only once the settings are
     valid, so that ``--help`` and configuration errors come at once."""
     global np, torch, logging_redirect_tqdm, USER_ERRORS, QSelectionPolicy
-    global compile_functions, evaluate_env, evaluation_seed
+    global compile_functions, evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, precision_autocast, run_settings
     global set_threads_and_device, trainable, uses_cuda_graphs
@@ -99,6 +99,7 @@ def _import_runtime() -> None:
         tensordict_fingerprint,
     )
     from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError
+    from torchrl_bdpo.scores import normalized_score
 
     USER_ERRORS = (ConfigError, RunDirError, DatasetUnavailableError, DatasetValidationError)
 
@@ -356,8 +357,9 @@ class BDPOTrainer:
                 episodes=len(returns),
             )
             if self.task.has_reference_scores:
-                scale = 100.0 / (self.task.ref_max_score - self.task.ref_min_score)
-                scores = (returns - self.task.ref_min_score) * scale
+                scores = normalized_score(
+                    returns, ref_min=self.task.ref_min_score, ref_max=self.task.ref_max_score
+                )
                 result.update(
                     normalized_score_mean=float(scores.mean()),
                     normalized_score_std=float(scores.std()),
