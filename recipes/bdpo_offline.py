@@ -13,7 +13,6 @@ the path of the run's ``summary.json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from run_dir import (  # noqa: E402
     resume_settings,
     write_text_atomic,
 )
-from run_progress import Progress, in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
+from run_progress import in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
 
 #: errors that are the user's to fix: one line, exit code 2 (the data errors join on import)
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, RunDirError)
@@ -62,7 +61,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, RunDirError)
 def _import_runtime() -> None:
     """Imports torch, TorchRL and the recipe's helpers (seconds): only once the settings are
     valid, so that ``--help`` and configuration errors come at once."""
-    global np, torch, logging_redirect_tqdm, USER_ERRORS, QSelectionPolicy
+    global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, progress_display, stop_on_signals
     global compile_functions, evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, precision_autocast, run_settings
@@ -87,7 +86,7 @@ def _import_runtime() -> None:
         trainable,
         uses_cuda_graphs,
     )
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from training_loop import MetricWindow, progress_display, stop_on_signals
 
     from torchrl_bdpo import QSelectionPolicy
     from torchrl_bdpo.checkpoint import (
@@ -452,96 +451,47 @@ class BDPOTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, logger=None) -> None:
+        """Runs (or continues) the schedule: updates, windowed logging, evaluations, checkpoints;
+        SIGINT/SIGTERM stop it after the current update with a checkpoint."""
         cfg = self.cfg
         ckpt_every, eval_every = int(cfg.checkpoint.interval), int(cfg.eval.interval)
-        log_every = max(1, int(cfg.logger.log_interval))
-        stop = {"signal": None}
-
-        def on_signal(signum, _frame):
-            if stop["signal"] is not None:  # a second signal: stop now, without a checkpoint
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)  # the default action: exit status 128 + signum
-                return
-            stop["signal"] = signum
-            log.warning(
-                "%s: stopping after the current update with a checkpoint (send it again to "
-                "stop at once without one).",
-                signal.Signals(signum).name,
-            )
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        # a bar on a terminal; in a file or a sweep, a plain log line every minute
-        bar = Progress(self.total_steps, initial=self.step, desc=self.task.name)
-        last_t, last_step = time.time(), self.step
-        bar_t, bar_step = last_t, last_step
-        # scalar outputs summed on the device over the log window, averaged when logged (an
-        # output produced only on some updates, e.g. the actor's, is averaged over those)
-        window: dict[str, list] = {}
+        phase_ends = (self.pretrain_steps, self.total_steps)
+        window = MetricWindow(logger, int(cfg.logger.log_interval), phase_ends, self.step)
         t_start = time.time() - self.wall_time
-        # log lines print above the bar, not through it
-        redirect = logging_redirect_tqdm() if bar.bar is not None else contextlib.nullcontext()
-        redirect.__enter__()
-        try:
+        with (
+            stop_on_signals() as stop,
+            progress_display(self.total_steps, self.step, self.task.name) as advance,
+        ):
             while self.step < self.total_steps:
                 out = self.train_step()
                 self.step += 1
                 phase = "pretrain" if self.step <= self.pretrain_steps else "train"
-                if logger is not None:
-                    for k, v in out.items():  # a vector (kl_per_step) is logged entry by entry
-                        acc = window.setdefault(f"{phase}/{k}", [0.0, 0])
-                        acc[0], acc[1] = acc[0] + v.detach().float().reshape(-1), acc[1] + 1
-                bar.update(1)
-                now = time.time()
-                if now - bar_t >= 2.0:  # the bar's rate and phase, refreshed every ~2 s
-                    bar.set_postfix(
-                        phase=phase, ups=f"{(self.step - bar_step) / (now - bar_t):.1f}/s"
-                    )
-                    bar_t, bar_step = now, self.step
-                if (
-                    self.step % log_every == 0
-                    or self.step in (self.pretrain_steps, self.total_steps)  # a phase ends
-                ):
-                    ups = (self.step - last_step) / max(now - last_t, 1e-9)
-                    last_t, last_step = now, self.step
-                    if logger is not None and window:
-                        names = list(window)
-                        sizes = [window[k][0].numel() for k in names]
-                        flat = torch.cat([window[k][0] / window[k][1] for k in names]).tolist()
-                        scalars = {}  # one host sync per log line
-                        for name, size in zip(names, sizes):
-                            values, flat = flat[:size], flat[size:]
-                            if size == 1:
-                                scalars[name] = values[0]
-                            else:  # kl_per_step/1 .. kl_per_step/N (step n's mean KL term)
-                                scalars.update({f"{name}/{i + 1}": x for i, x in enumerate(values)})
-                        scalars[f"{phase}/updates_per_s"] = ups
-                        window.clear()
-                        for k, v in scalars.items():
-                            logger.log_scalar(k, v, step=self.step)
+                window.add(phase, out)
+                advance(self.step, phase)
+                if window.due(self.step):
+                    window.flush(self.step, phase)
                 train_t = self.step - self.pretrain_steps
                 if train_t > 0 and (train_t % eval_every == 0 or self.step == self.total_steps):
-                    self._check_finite()
-                    result = self.evaluate()
-                    if result is not None:
-                        log.info("eval @ %d: %s", self.step, _short(result))
-                    if logger is not None and result is not None:
-                        for k, v in result.items():  # counters are the x axis, not metrics
-                            if isinstance(v, (int, float)) and k not in _EVAL_COUNTERS:
-                                logger.log_scalar(f"eval/{k}", float(v), step=self.step)
-                if self.step % ckpt_every == 0 or self.step == self.total_steps:
+                    self._evaluate_and_log(logger)
+                due = self.step % ckpt_every == 0 or self.step == self.total_steps
+                if due or stop.signum is not None:
                     self.wall_time = time.time() - t_start
                     self.save_checkpoint()
-                if stop["signal"] is not None:
-                    self.wall_time = time.time() - t_start
-                    self.save_checkpoint()
-                    raise Interrupted(stop["signal"], self.step)
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, self.step)
             self._check_finite()
             self.wall_time = time.time() - t_start
-        finally:
-            redirect.__exit__(None, None, None)
-            bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
+
+    def _evaluate_and_log(self, logger) -> None:
+        self._check_finite()
+        result = self.evaluate()
+        if result is None:
+            return
+        log.info("eval @ %d: %s", self.step, _short(result))
+        if logger is not None:
+            for k, v in result.items():  # counters are the x axis, not metrics
+                if isinstance(v, (int, float)) and k not in _EVAL_COUNTERS:
+                    logger.log_scalar(f"eval/{k}", float(v), step=self.step)
 
     # --------------------------------------------------------------- summary
     def summary(self, updates_per_s: float) -> dict:
