@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bdpo.py"
 KEYS = (
     "pretrain_steps_per_s",

@@ -17,6 +17,8 @@ from tensordict import TensorDict
 
 from torchrl_bdpo import QSelectionPolicy
 
+pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
+
 LOSSES = [
     ("behavior_loss", "behavior_network"),
     ("qvalue_loss", "qvalue_network"),

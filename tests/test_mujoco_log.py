@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 @pytest.fixture
 def default_mujoco_handler(monkeypatch):
     """MuJoCo's own handler (writes ./MUJOCO_LOG.TXT) for the test; the previous one after it."""
-    from torchrl_bdpo import mujoco_log
+    import mujoco_log
 
     monkeypatch.setattr(mujoco_log, "_seen", set())  # no message seen yet
     previous = mujoco.get_mju_user_warning()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_recipe import _toy, bdpo_offline  # test_recipe puts recipes/ on sys.path
+
+pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
 
 #: Measured on the tiny toy settings below: losses within 1.7 % of float32 after 40 updates.
 RTOL = 3e-2

@@ -15,6 +15,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))

@@ -18,6 +18,8 @@ import torch
 from torchrl_bdpo.checkpoint import CheckpointStore, state_checksum
 from torchrl_bdpo.data import DatasetUnavailableError
 
+pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
