@@ -585,17 +585,6 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_id: str | None = None):
     )
 
 
-def close_logger(logger) -> None:
-    """Flushes and closes the logger (wandb prints its epilogue here, not after our last line)."""
-    experiment = getattr(logger, "experiment", None)
-    if experiment is None:
-        return
-    for method in ("finish", "close"):
-        if callable(getattr(experiment, method, None)):
-            getattr(experiment, method)()
-            return
-
-
 def run(cfg: DictConfig, run_dir: Path, trainer_cls: type[BDPOTrainer] = BDPOTrainer) -> Path:
     """Trains (or resumes) a run in ``run_dir`` and writes ``summary.json``; returns its path.
 
@@ -634,7 +623,8 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     ):  # no training phase: the final evaluation (samples, pictures) did not run in the loop
         trainer.evaluate()
     ups = (trainer.step - start_step) / max(elapsed, 1e-9)
-    close_logger(logger)
+    if logger is not None:  # TorchRL's Logger.close: flushes, finishes a wandb run
+        logger.close()
     summary = trainer.summary(ups)
     write_text_atomic(path, json.dumps(summary, indent=2, default=float))
     from plots import plot_learning_curves  # matplotlib: imported only when a run ends

@@ -52,8 +52,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
 class MetricWindow:
     """Scalar outputs summed on the device between two log lines, logged as their means (an
-    output produced only on some updates, e.g. the actor's, is averaged over those), with one
-    host sync per log line; a vector (``kl_per_step``) is logged entry by entry (``name/1..N``).
+    output produced only on some updates, e.g. the actor's, is averaged over those), handed to
+    TorchRL's ``Logger.log_metrics`` (one host sync per log line); a vector (``kl_per_step``) is
+    logged entry by entry (``name/1..N``).
 
     Args:
         logger: a TorchRL logger, or ``None`` (nothing is accumulated).
@@ -83,20 +84,16 @@ class MetricWindow:
         self.t, self.step = now, step
         if self.logger is None or not self.sums:
             return
-        names = list(self.sums)
-        sizes = [self.sums[k][0].numel() for k in names]
-        flat = torch.cat([self.sums[k][0] / self.sums[k][1] for k in names]).tolist()
-        scalars = {}
-        for name, size in zip(names, sizes):
-            values, flat = flat[:size], flat[size:]
-            if size == 1:
-                scalars[name] = values[0]
-            else:
-                scalars.update({f"{name}/{i + 1}": x for i, x in enumerate(values)})
-        scalars[f"{phase}/updates_per_s"] = rate
+        metrics: dict = {}
+        for name, (total, count) in self.sums.items():
+            mean = total / count
+            if mean.numel() == 1:
+                metrics[name] = mean[0]
+            else:  # kl_per_step/1 .. kl_per_step/N (step n's mean KL term)
+                metrics.update({f"{name}/{i + 1}": x for i, x in enumerate(mean.unbind())})
+        metrics[f"{phase}/updates_per_s"] = rate
         self.sums.clear()
-        for key, value in scalars.items():
-            self.logger.log_scalar(key, value, step=step)
+        self.logger.log_metrics(metrics, step=step)  # TorchRL's: one host sync for all values
 
 
 @contextlib.contextmanager
