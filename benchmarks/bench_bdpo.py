@@ -1049,11 +1049,7 @@ def _run(args: argparse.Namespace) -> dict:
             raise SystemExit("--flowrl needs --jax-python (the Python of a JAX environment).")
         report = run_side_by_side(args)
         print(format_side_by_side(report))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2, default=str)
-            print(f"\nwrote {args.json}")
-        return report
+        return _write_json(report, args.json)
     report = run_benchmark(args)
     print()
     print(format_report(report))
@@ -1072,10 +1068,14 @@ def _run(args: argparse.Namespace) -> dict:
                 f"({comps.shape.actor_every} critic steps + 1 actor step) =="
             )
             print(profile_mixed(comps))
-    if args.json:
-        with open(args.json, "w") as f:
+    return _write_json(report, args.json)
+
+
+def _write_json(report: dict, path: str | None) -> dict:
+    if path:
+        with open(path, "w") as f:
             json.dump(report, f, indent=2, default=str)
-        print(f"\nwrote {args.json}")
+        print(f"\nwrote {path}")
     return report
 
 
