@@ -386,30 +386,17 @@ def test_critic_targets_and_losses(rec, meta, monkeypatch, placement, backup, rh
             )
 
 
-def test_actor_loss_and_gradient(rec, meta, monkeypatch):
+@pytest.mark.parametrize(
+    "case,group", [("actor", "actor_network"), ("behavior", "behavior_network")]
+)
+def test_actor_and_behavior_losses_and_gradients(rec, meta, monkeypatch, case, group):
     loss = make_loss(rec, meta)
-    with replay(rec, "actor", monkeypatch):
-        value, _ = loss.actor_loss(batch_td(rec))
-    close(value, rec["actor/loss"], "actor loss")
+    with replay(rec, case, monkeypatch):
+        value, _ = getattr(loss, f"{case}_loss")(batch_td(rec))
+    close(value, rec[f"{case}/loss"], f"{case} loss")
     value.backward()
-    grads_close(
-        loss.actor_network_params, rec, "actor/grad", "noise", inner(loss, "actor_network_params")
-    )
-
-
-def test_behavior_loss_and_gradient(rec, meta, monkeypatch):
-    loss = make_loss(rec, meta)
-    with replay(rec, "behavior", monkeypatch):
-        value, _ = loss.behavior_loss(batch_td(rec))
-    close(value, rec["behavior/loss"], "behavior loss")
-    value.backward()
-    grads_close(
-        loss.behavior_network_params,
-        rec,
-        "behavior/grad",
-        "noise",
-        inner(loss, "behavior_network_params"),
-    )
+    params = f"{group}_params"
+    grads_close(getattr(loss, params), rec, f"{case}/grad", "noise", inner(loss, params))
 
 
 # ---------------------------------------------------------------- training steps

@@ -71,6 +71,5 @@ def build_bdpo_loss(
     :class:`BDPOLossConfig` (``hydra.utils.instantiate(cfg, actor_network=..., ...)``)."""
     from torchrl_bdpo.objectives.bdpo import BDPOLoss
 
-    kwargs.pop("_partial_", None)
     loss = BDPOLoss(actor_network, qvalue_network, value_network, behavior_network, **kwargs)
     return loss.make_value_estimator(gamma=gamma)
