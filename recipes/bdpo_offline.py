@@ -22,11 +22,24 @@ import time
 import uuid
 from pathlib import Path
 
+#: signals received outside training; while imports run (``_DEFER``) they only wait here,
+#: because an exception raised inside a C extension's initialisation (mujoco, imported by
+#: TorchRL) comes out as "ImportError: initialization failed", or is swallowed by a library
+#: that probes for an optional dependency
+_SIGNALLED: list[int] = []
+_DEFER = [False]
+
 
 def _stop_outside_training(signum, _frame):
     """SIGINT while no update runs (imports, data loading, start-up checks): exit 130, no traceback."""
+    _SIGNALLED.append(signum)
+    if not _DEFER[0]:
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
     print("Interrupted (SIGINT) while no training update was running; stopped.", file=sys.stderr)
-    raise SystemExit(128 + signum)
+    raise SystemExit(128 + _SIGNALLED[0])
 
 
 if __name__ == "__main__":  # before the slow imports; training installs its own handler
@@ -61,6 +74,17 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, RunDirError)
 def _import_runtime() -> None:
     """Imports torch, TorchRL and the recipe's helpers (seconds): only once the settings are
     valid, so that ``--help`` and configuration errors come at once."""
+    cli = signal.getsignal(signal.SIGINT) is _stop_outside_training
+    _DEFER[0] = cli  # a SIGINT during the imports stops the run once they are done
+    try:
+        _import_runtime_modules()
+    finally:
+        _DEFER[0] = False
+    if cli and _SIGNALLED:
+        _exit_interrupted()
+
+
+def _import_runtime_modules() -> None:
     global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, progress_display, stop_on_signals
     global compile_functions, evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
@@ -671,6 +695,10 @@ def main(cfg: DictConfig) -> None:
                 run_dir,
             )
             sys.exit(128 + err.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        except Exception:
+            if _SIGNALLED:  # a library turned the interrupt into its own error (message printed)
+                sys.exit(128 + _SIGNALLED[0])
+            raise
     print(path)
 
 
