@@ -7,6 +7,8 @@ The math is tested elsewhere (``test_kl.py``, ``test_targets.py``, ``test_parity
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from _factories import ACT, OBS, batch, make_loss
@@ -14,6 +16,8 @@ from tensordict import TensorDict, assert_allclose_td
 
 from torchrl_bdpo import GroupSoftUpdate
 
+#: the recipe's settings (scripts/export_upstream.py points this at sota-implementations/bdpo)
+RECIPE_CONFIG = Path(__file__).parents[1] / "recipes" / "config" / "config.yaml"
 GROUPS = ("actor_network", "behavior_network", "qvalue_network", "value_network")
 LOSSES = ("loss_qvalue", "loss_value", "loss_actor")
 
@@ -195,9 +199,7 @@ def test_loss_config_holds_every_keyword_and_instantiates_with_hydra():
         default = inspect.signature(BDPOLoss.__init__).parameters[name].default
         if default is not inspect.Parameter.empty:
             assert getattr(BDPOLossConfig(), name) == default, name
-    recipe = OmegaConf.load(
-        __import__("pathlib").Path(__file__).parents[1] / "recipes" / "config" / "config.yaml"
-    )
+    recipe = OmegaConf.load(RECIPE_CONFIG)
     assert set(recipe.loss) <= settings
     cfg = OmegaConf.structured(BDPOLossConfig(eta=0.3, gamma=0.9, num_samples=2))
     loss = instantiate(
