@@ -22,11 +22,12 @@ and reports the achieved GFLOP/s of the mixed step (matmul FLOPs counted with
 ``torch.utils.flop_counter.FlopCounterMode``) next to a measured dense-matmul rate, and the
 peak memory. Data loading is not timed: the batches are synthetic TED TensorDicts.
 
-The components come from the training recipe's builders; the step functions
-(``make_bench_components`` + ``make_update_fns``) are importable for tests and other scripts.
-The recipe's own updates differ in two ways: they also step the learning-rate schedules, and
-with ``compile=true`` they compile the loss computations (forward and backward) only, with
-clipping, Adam and EMA eager, where ``compile`` mode here compiles whole step functions.
+The components and the update steps come from the training recipe's builders
+(``make_loss_module``, ``make_target_updaters``, ``make_update_steps``); ``make_bench_components``
++ ``make_update_fns`` are importable for tests and other scripts. The recipe's own updates
+differ in two ways: they also step the learning-rate schedules, and with ``compile=true`` they
+compile the loss computations (forward and backward) only (``compile_scope="losses"``), with
+clipping, Adam and EMA eager, where ``compile`` mode here compiles whole steps (``"steps"``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict, TensorDictBase
-from torch.nn.utils import clip_grad_norm_
 
 from torchrl_bdpo import BDPOLoss, GroupSoftUpdate, QSelectionPolicy
 
@@ -60,7 +60,8 @@ from bdpo_utils import (  # noqa: E402
     TaskData,
     make_loss_module,
     make_target_updaters,
-    precision_autocast,
+    make_update_steps,
+    trainable,
 )
 
 __all__ = [
@@ -179,24 +180,13 @@ class BenchComponents:
     shape: ShapeSet
     device: torch.device
     loss: BDPOLoss
-    behavior_ema: GroupSoftUpdate
-    critic_ema: GroupSoftUpdate
-    actor_ema: GroupSoftUpdate
-    behavior_opt: torch.optim.Optimizer
-    critic_opt: torch.optim.Optimizer
-    actor_opt: torch.optim.Optimizer
-    behavior_params: list[torch.Tensor]
-    qvalue_params: list[torch.Tensor]
-    value_params: list[torch.Tensor]
-    actor_params: list[torch.Tensor]
+    #: ``behavior``/``critic``/``actor`` -> EMA updater and Adam (the recipe's grouping)
+    targets: dict[str, GroupSoftUpdate]
+    optimizers: dict[str, torch.optim.Optimizer]
     eval_policy: QSelectionPolicy
     precision: str = "fp32"
     batches: list[TensorDictBase] = field(default_factory=list)
     eval_inputs: dict[int, TensorDictBase] = field(default_factory=dict)
-
-
-def _trainable(params: TensorDictBase) -> list[torch.Tensor]:
-    return [p for p in params.values(True, True) if p.requires_grad]
 
 
 def _adam(params: list[torch.Tensor], lr: float, impl: str, capturable: bool):
@@ -257,6 +247,7 @@ def make_bench_components(
         precision: ``"fp32"`` or ``"bf16"`` (the recipe's ``precision``: the losses' forward
             passes under bfloat16 autocast, float32 weights and optimiser state).
     """
+    adam_impl = adam
     shape = SHAPE_SETS[shape_set] if isinstance(shape_set, str) else shape_set
     if tiny:
         shape = shape.tiny()
@@ -300,34 +291,24 @@ def make_bench_components(
         bandit=shape.bandit,
     )
     loss = make_loss_module(cfg, task, device)
-    # one updater per EMA group, built once, right after the loss
-    updaters = make_target_updaters(loss, cfg)
-    behavior_ema, critic_ema, actor_ema = (
-        updaters["behavior"],
-        updaters["critic"],
-        updaters["actor"],
-    )
+    targets = make_target_updaters(loss, cfg)  # one updater per EMA group, right after the loss
     loss.init_actor_from_behavior()
 
-    behavior_params = _trainable(loss.behavior_network_params)
-    qvalue_params = _trainable(loss.qvalue_network_params)
-    value_params = _trainable(loss.value_network_params)
-    actor_params = _trainable(loss.actor_network_params)
+    def adam(groups: tuple[str, ...], lr: float) -> torch.optim.Optimizer:
+        params = [p for g in groups for p in trainable(getattr(loss, f"{g}_network_params"))]
+        return _adam(params, lr, adam_impl, capturable)
+
     eval_policy = QSelectionPolicy.from_loss(loss, shape.num_candidates)
     return BenchComponents(
         shape=shape,
         device=device,
         loss=loss,
-        behavior_ema=behavior_ema,
-        critic_ema=critic_ema,
-        actor_ema=actor_ema,
-        behavior_opt=_adam(behavior_params, 3e-4, adam, capturable),
-        critic_opt=_adam(qvalue_params + value_params, 3e-4, adam, capturable),
-        actor_opt=_adam(actor_params, 1e-5, adam, capturable),
-        behavior_params=behavior_params,
-        qvalue_params=qvalue_params,
-        value_params=value_params,
-        actor_params=actor_params,
+        targets=targets,
+        optimizers={
+            "behavior": adam(("behavior",), 3e-4),
+            "critic": adam(("qvalue", "value"), 3e-4),
+            "actor": adam(("actor",), 1e-5),
+        },
         eval_policy=eval_policy,
         precision=precision,
         batches=[make_batch(shape, device) for _ in range(num_batches)],
@@ -350,67 +331,26 @@ def make_bench_components(
 
 @dataclass
 class UpdateFns:
-    """Plain callables over a batch TensorDict; ``sample`` maps ``{"observation"}`` to ``+ "action"``.
+    """Plain callables over a batch TensorDict (the recipe's :class:`bdpo_utils.UpdateSteps`:
+    each returns a tuple whose first item is the step's loss); ``sample`` maps
+    ``{"observation"}`` to ``+ "action"``.
 
     ``mixed_step(batch, step)`` runs the critic step and, when ``step % actor_every == 0``,
     the actor step.
     """
 
-    pretrain_step: Callable[[TensorDictBase], torch.Tensor]
-    critic_step: Callable[[TensorDictBase], torch.Tensor]
-    actor_step: Callable[[TensorDictBase], torch.Tensor]
+    pretrain_step: Callable[[TensorDictBase], tuple]
+    critic_step: Callable[[TensorDictBase], tuple]
+    actor_step: Callable[[TensorDictBase], tuple]
     sample: Callable[[TensorDictBase], TensorDictBase]
     actor_every: int = 5
     mode: str = "eager"
 
-    def mixed_step(self, batch: TensorDictBase, step: int) -> torch.Tensor:
+    def mixed_step(self, batch: TensorDictBase, step: int) -> tuple:
         out = self.critic_step(batch)
         if step % self.actor_every == 0:
             self.actor_step(batch)
         return out
-
-
-def _eager_fns(c: BenchComponents) -> tuple[Callable, Callable, Callable, Callable]:
-    loss = c.loss
-    autocast = precision_autocast(c.device, c.precision)  # the recipe's bf16 path
-
-    def optimise(value, opt, params, ema) -> torch.Tensor:
-        """backward -> grad-norm clip 1.0 -> optimiser step -> EMA step."""
-        value.backward()
-        clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.step()
-        return value.detach()
-
-    def pretrain_step(batch: TensorDictBase) -> torch.Tensor:
-        c.behavior_opt.zero_grad(set_to_none=True)
-        with autocast():
-            value, _ = loss.behavior_loss(batch)
-        return optimise(value, c.behavior_opt, c.behavior_params, c.behavior_ema)
-
-    def critic_step(batch: TensorDictBase) -> torch.Tensor:
-        c.critic_opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss_q, _ = loss.qvalue_loss(batch)
-            loss_v, _ = loss.value_loss(batch)
-        total = (loss_q + loss_v).float()
-        total.backward()
-        clip_grad_norm_(c.qvalue_params, 1.0)
-        clip_grad_norm_(c.value_params, 1.0)
-        c.critic_opt.step()
-        c.critic_ema.step()
-        return total.detach()
-
-    def actor_step(batch: TensorDictBase) -> torch.Tensor:
-        c.actor_opt.zero_grad(set_to_none=True)
-        with autocast():
-            value, _ = loss.actor_loss(batch)
-        return optimise(value, c.actor_opt, c.actor_params, c.actor_ema)
-
-    def sample(td: TensorDictBase) -> TensorDictBase:
-        return c.eval_policy(td)
-
-    return pretrain_step, critic_step, actor_step, sample
 
 
 def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateFns:
@@ -423,32 +363,44 @@ def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateF
     * ``"cudagraphs"`` (CUDA only): the compiled functions wrapped in
       ``tensordict.nn.CudaGraphModule`` (build the components with ``capturable=True``).
     """
-    pretrain, critic, actor, sample = _eager_fns(components)
-    if mode == "eager":
-        pass
-    elif mode in ("compile", "cudagraphs"):
-        pretrain, critic, actor = (torch.compile(f) for f in (pretrain, critic, actor))
-        sample = torch.compile(sample, dynamic=False)
-        if mode == "cudagraphs":
-            if components.device.type != "cuda":
-                raise RuntimeError("mode='cudagraphs' needs a CUDA device.")
-            from tensordict.nn import CudaGraphModule
-
-            pretrain, critic, actor = (
-                CudaGraphModule(f, warmup=3, in_keys=[], out_keys=[])
-                for f in (pretrain, critic, actor)
-            )
-            # one captured graph per input shape
-            per_batch = {
-                b: CudaGraphModule(sample, warmup=3, in_keys=[], out_keys=[])
-                for b in components.eval_inputs
-            }
-
-            def sample(td: TensorDictBase) -> TensorDictBase:  # noqa: F811
-                return per_batch[td.batch_size[0]](td)
-
-    else:
+    if mode not in ("eager", "compile", "cudagraphs"):
         raise ValueError(f"Unknown mode {mode!r} (eager, compile, cudagraphs).")
+    c = components
+    # the recipe's update steps, with whole steps compiled (fixed learning rates here)
+    steps = make_update_steps(
+        c.loss,
+        c.optimizers,
+        c.targets,
+        c.device,
+        grad_clip=1.0,
+        precision=c.precision,
+        compile=mode != "eager",
+        compile_scope="steps",
+        strict_compile=True,
+    )
+    pretrain, critic, actor = steps.behavior, steps.critic, steps.actor
+
+    def sample(td: TensorDictBase) -> TensorDictBase:
+        return c.eval_policy(td)
+
+    if mode != "eager":
+        sample = torch.compile(sample, dynamic=False)
+    if mode == "cudagraphs":
+        if c.device.type != "cuda":
+            raise RuntimeError("mode='cudagraphs' needs a CUDA device.")
+        from tensordict.nn import CudaGraphModule
+
+        pretrain, critic, actor = (
+            CudaGraphModule(f, warmup=3, in_keys=[], out_keys=[]) for f in (pretrain, critic, actor)
+        )
+        # one captured graph per input shape
+        per_batch = {
+            b: CudaGraphModule(sample, warmup=3, in_keys=[], out_keys=[]) for b in c.eval_inputs
+        }
+
+        def sample(td: TensorDictBase) -> TensorDictBase:  # noqa: F811
+            return per_batch[td.batch_size[0]](td)
+
     return UpdateFns(
         pretrain_step=pretrain,
         critic_step=critic,

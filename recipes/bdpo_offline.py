@@ -86,16 +86,15 @@ def _import_runtime() -> None:
 
 def _import_runtime_modules() -> None:
     global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, progress_display, stop_on_signals
-    global compile_functions, evaluate_env, evaluation_seed, normalized_score
+    global evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
-    global make_target_updaters, make_task_data, precision_autocast, run_settings
-    global set_threads_and_device, trainable, uses_cuda_graphs
+    global make_target_updaters, make_task_data, make_update_steps, run_settings
+    global set_threads_and_device, uses_cuda_graphs
     global CheckpointError, CheckpointStore, non_finite_entries, rng_state, set_rng_state
     global tensordict_fingerprint
     import numpy as np
     import torch
     from bdpo_utils import (
-        compile_functions,
         evaluate_env,
         evaluation_seed,
         make_eval_env,
@@ -104,10 +103,9 @@ def _import_runtime_modules() -> None:
         make_replay_buffer,
         make_target_updaters,
         make_task_data,
-        precision_autocast,
+        make_update_steps,
         run_settings,
         set_threads_and_device,
-        trainable,
         uses_cuda_graphs,
     )
     from training_loop import MetricWindow, progress_display, stop_on_signals
@@ -220,70 +218,17 @@ class BDPOTrainer:
         self._update_fns()
 
     # ---------------------------------------------------------------- updates
-    def _clip_step(self, name: str, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        opt = self.opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, float(self.cfg.optim.grad_clip))
-        opt.step()
-        return norm
-
     def _update_fns(self) -> None:
-        loss = self.loss
-        self.p_behavior = trainable(loss.behavior_network_params)
-        self.p_q = trainable(loss.qvalue_network_params)
-        self.p_v = trainable(loss.value_network_params)
-        self.p_actor = trainable(loss.actor_network_params)
-        clip = float(self.cfg.optim.grad_clip)
-
-        # The loss computations (forward, and through AOTAutograd their backward) are what
-        # torch.compile captures; optimiser steps and clipping stay eager (no graph breaks).
-        # precision=bf16: the losses' forward passes run under autocast (matmuls in bfloat16,
-        # AMX where the CPU has it); weights, gradients, Adam and EMA stay float32.
-        autocast = precision_autocast(self.device, str(self.cfg.get("precision", "fp32")))
-
-        def behavior_losses(batch):
-            with autocast():
-                return loss.behavior_loss(batch)[0].float()
-
-        def critic_losses(batch):
-            with autocast():
-                lq, meta_q = loss.qvalue_loss(batch)
-                lv, meta_v = loss.value_loss(batch)
-            return lq.float(), lv.float(), meta_q, meta_v
-
-        def actor_losses(batch):
-            with autocast():
-                value, meta = loss.actor_loss(batch)
-            return value.float(), meta
-
-        if self.cfg.compile:
-            behavior_losses, critic_losses, actor_losses = compile_functions(
-                (behavior_losses, critic_losses, actor_losses), str(self.cfg.compile_mode)
-            )
-
-        def behavior_update(batch):
-            value = behavior_losses(batch)
-            return value.detach(), self._clip_step("behavior", value, self.p_behavior)
-
-        def critic_update(batch):
-            lq, lv, meta_q, meta_v = critic_losses(batch)
-            opt = self.opts["critic"]
-            opt.zero_grad(set_to_none=True)
-            (lq + lv).backward()
-            gq = torch.nn.utils.clip_grad_norm_(self.p_q, clip)
-            gv = torch.nn.utils.clip_grad_norm_(self.p_v, clip)
-            opt.step()
-            return lq.detach(), lv.detach(), gq, gv, meta_q, meta_v
-
-        def actor_update(batch):
-            value, meta = actor_losses(batch)
-            return value.detach(), self._clip_step("actor", value, self.p_actor), meta
-
-        self.behavior_update, self.critic_update, self.actor_update = (
-            behavior_update,
-            critic_update,
-            actor_update,
+        """The three update steps (loss, backward, clipping, Adam, EMA), shared with the benchmark."""
+        self.steps = make_update_steps(
+            self.loss,
+            self.opts,
+            self.updaters,
+            self.device,
+            grad_clip=float(self.cfg.optim.grad_clip),
+            precision=str(self.cfg.get("precision", "fp32")),
+            compile=bool(self.cfg.compile),
+            compile_mode=str(self.cfg.compile_mode),
         )
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:
@@ -322,8 +267,7 @@ class BDPOTrainer:
         batch = self.buffer.sample()
         out: dict[str, torch.Tensor] = {}
         if self.step < self.pretrain_steps:
-            lb, gb = self.behavior_update(batch)
-            self.updaters["behavior"].step()
+            lb, gb = self.steps.behavior(batch)
             self._watch("loss_behavior", lb, gb)
             out.update(loss_behavior=lb, grad_behavior=gb)
             return out
@@ -331,21 +275,18 @@ class BDPOTrainer:
             self.loss.init_actor_from_behavior()
             self.actor_initialized = True
         t = self.step - self.pretrain_steps
-        lq, lv, gq, gv, meta_q, meta_v = self.critic_update(batch)
+        lq, lv, gq, gv, meta_q, meta_v = self.steps.critic(batch)
         self.scheds["critic"].step()
-        self.updaters["critic"].step()
         self._watch("loss_qvalue/loss_value", lq, lv, gq, gv)
         out.update(loss_qvalue=lq, loss_value=lv, grad_q=gq, grad_v=gv, **meta_q, **meta_v)
         # the authors' schedule: actor steps at t = 0, P, 2P, ... once t reaches the warm-up
         if t >= int(o.value_warmup_steps) and t % int(o.actor_update_period) == 0:
-            la, ga, meta_a = self.actor_update(batch)
+            la, ga, meta_a = self.steps.actor(batch)
             self.scheds["actor"].step()
-            self.updaters["actor"].step()
             self._watch("loss_actor", la, ga)
             out.update(loss_actor=la, grad_actor=ga, **meta_a)
             if o.continue_behavior_training:
-                lb, gb = self.behavior_update(batch)  # the authors' code: the same batch
-                self.updaters["behavior"].step()
+                lb, gb = self.steps.behavior(batch)  # the authors' code: the same batch
                 self._watch("loss_behavior", lb, gb)
                 out.update(loss_behavior=lb, grad_behavior=gb)
         return out

@@ -2,7 +2,7 @@
 
 Laid out like TorchRL's sota-implementations ``utils.py`` files: ``make_task_data``,
 ``make_replay_buffer``, ``make_loss_module``, ``make_target_updaters``, ``make_optimizers``,
-``make_eval_env``, ``evaluate_env``. The settings' schema and ``validate_config`` are in
+``make_update_steps`` (shared with ``benchmarks/bench_bdpo.py``), ``make_eval_env``, ``evaluate_env``. The settings' schema and ``validate_config`` are in
 ``bdpo_config`` (which imports no torch), the 2D evaluation in ``toy2d_evaluation``.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -390,6 +391,116 @@ def make_optimizers(loss: BDPOLoss, cfg: DictConfig):
         ),
     }
     return opts, scheds
+
+
+# ---------------------------------------------------------------------- update steps
+class UpdateSteps(NamedTuple):
+    """One optimisation step per parameter group, each over a batch TensorDict. Outputs are
+    detached and valid until the next call (CUDA-graph outputs):
+
+    * ``behavior(batch) -> (loss_behavior, grad_norm)``;
+    * ``critic(batch) -> (loss_qvalue, loss_value, grad_norm_q, grad_norm_v, meta_q, meta_v)``;
+    * ``actor(batch) -> (loss_actor, grad_norm, meta)``.
+    """
+
+    behavior: Callable
+    critic: Callable
+    actor: Callable
+
+
+def make_update_steps(
+    loss: BDPOLoss,
+    optimizers: dict[str, torch.optim.Optimizer],
+    targets: dict[str, GroupSoftUpdate],
+    device: torch.device,
+    *,
+    grad_clip: float = 1.0,
+    precision: str = "fp32",
+    compile: bool = False,
+    compile_mode: str = "default",
+    compile_scope: str = "losses",
+    strict_compile: bool = False,
+) -> UpdateSteps:
+    """The update steps of the recipe and of ``benchmarks/bench_bdpo.py``: loss -> backward ->
+    grad-norm clipping (Q and V separately) -> Adam -> the group's EMA target step.
+
+    Args:
+        loss, optimizers, targets: from :func:`make_loss_module`, :func:`make_optimizers` and
+            :func:`make_target_updaters` (keys ``behavior``, ``critic``, ``actor``).
+        precision: ``"bf16"`` runs the losses' forward passes under bfloat16 autocast (weights,
+            gradients, Adam and EMA stay float32).
+        compile_scope: what ``torch.compile`` captures when ``compile``: ``"losses"`` (the
+            recipe's) compiles each loss's forward, and through AOTAutograd its backward, while
+            clipping, Adam and EMA stay eager, because the recipe's cosine schedules change
+            Adam's learning rate every step (a compiled Adam step would recompile);
+            ``"steps"`` (the benchmark's, fixed learning rates) compiles whole steps.
+        strict_compile: a compile failure raises (a benchmark must not time eager code as
+            compiled); otherwise that function runs eagerly, with a warning.
+    """
+    if compile_scope not in ("losses", "steps"):
+        raise ValueError(f"compile_scope must be 'losses' or 'steps', got {compile_scope!r}.")
+    autocast = precision_autocast(device, precision)
+    params = {
+        name: trainable(getattr(loss, f"{name}_network_params"))
+        for name in ("behavior", "qvalue", "value", "actor")
+    }
+
+    def compiled(fns):
+        if strict_compile:
+            return [
+                torch.compile(f, mode=None if compile_mode == "default" else compile_mode)
+                for f in fns
+            ]
+        return compile_functions(fns, compile_mode)
+
+    def behavior_loss(batch):
+        with autocast():
+            return loss.behavior_loss(batch)[0].float()
+
+    def critic_losses(batch):
+        with autocast():
+            lq, meta_q = loss.qvalue_loss(batch)
+            lv, meta_v = loss.value_loss(batch)
+        return lq.float(), lv.float(), meta_q, meta_v
+
+    def actor_loss(batch):
+        with autocast():
+            value, meta = loss.actor_loss(batch)
+        return value.float(), meta
+
+    if compile and compile_scope == "losses":
+        behavior_loss, critic_losses, actor_loss = compiled(
+            (behavior_loss, critic_losses, actor_loss)
+        )
+
+    def optimise(group: str, value: torch.Tensor, *param_lists) -> list[torch.Tensor]:
+        opt = optimizers[group]
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        norms = [torch.nn.utils.clip_grad_norm_(p, grad_clip) for p in param_lists]
+        opt.step()
+        targets[group].step()
+        return norms
+
+    def behavior(batch):
+        value = behavior_loss(batch)
+        (norm,) = optimise("behavior", value, params["behavior"])
+        return value.detach(), norm
+
+    def critic(batch):
+        lq, lv, meta_q, meta_v = critic_losses(batch)
+        gq, gv = optimise("critic", lq + lv, params["qvalue"], params["value"])
+        return lq.detach(), lv.detach(), gq, gv, meta_q, meta_v
+
+    def actor(batch):
+        value, meta = actor_loss(batch)
+        (norm,) = optimise("actor", value, params["actor"])
+        return value.detach(), norm, meta
+
+    steps = (behavior, critic, actor)
+    if compile and compile_scope == "steps":
+        steps = compiled(steps)
+    return UpdateSteps(*steps)
 
 
 # ------------------------------------------------------------------------ evaluation

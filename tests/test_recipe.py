@@ -557,7 +557,7 @@ class _Poisoning(bdpo_offline.BDPOTrainer):
     def train_step(self):
         if self.step == 33:
             with torch.no_grad():
-                for p in self.p_q:
+                for p in self.loss.qvalue_network_params.values(True, True):
                     p.fill_(float("nan"))
         return super().train_step()
 

@@ -131,7 +131,7 @@ class _PoisonedOptimizer(bdpo_offline.BDPOTrainer):
 
     def save_checkpoint(self):
         if self.step == 30:
-            state = self.opts["critic"].state[self.p_q[0]]
+            state = self.opts["critic"].state[self.opts["critic"].param_groups[0]["params"][0]]
             state["exp_avg"].fill_(float("nan"))
         return super().save_checkpoint()
 
@@ -161,7 +161,7 @@ class _PoisonedAtStart(bdpo_offline.BDPOTrainer):
     def train_step(self):
         if self.step == 0:
             with torch.no_grad():
-                for p in self.p_behavior:
+                for p in self.opts["behavior"].param_groups[0]["params"]:
                     p.fill_(float("nan"))
         return super().train_step()
 
