@@ -189,7 +189,7 @@ class EvalSettings:
 @dataclass
 class CheckpointSettings:
     interval: int = setting(
-        "updates between checkpoints (<run dir>/checkpoints/latest.pt)", **_at_least(1)
+        "updates between checkpoints (<run dir>/checkpoints/latest.torchrl)", **_at_least(1)
     )
 
 

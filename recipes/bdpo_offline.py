@@ -90,7 +90,7 @@ def _import_runtime_modules() -> None:
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, make_update_steps, run_settings
     global set_threads_and_device, uses_cuda_graphs
-    global CheckpointError, CheckpointStore, non_finite_entries, rng_state, set_rng_state
+    global CheckpointError, CheckpointStore, GlobalRNGState, non_finite_entries
     global tensordict_fingerprint
     import numpy as np
     import torch
@@ -108,6 +108,7 @@ def _import_runtime_modules() -> None:
         set_threads_and_device,
         uses_cuda_graphs,
     )
+    from torchrl.checkpoint import GlobalRNGState
     from training_loop import MetricWindow, progress_display, stop_on_signals
 
     from torchrl_bdpo import QSelectionPolicy
@@ -115,8 +116,6 @@ def _import_runtime_modules() -> None:
         CheckpointError,
         CheckpointStore,
         non_finite_entries,
-        rng_state,
-        set_rng_state,
         tensordict_fingerprint,
     )
     from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError
@@ -349,7 +348,7 @@ class BDPOTrainer:
             "evals": self.evals,
             "wall_time": self.wall_time,
             "logger_run_id": self.logger_run_id,
-            "rng": rng_state(),
+            "rng": GlobalRNGState().state_dict(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -410,7 +409,7 @@ class BDPOTrainer:
         self.evals = list(state["evals"])
         self.wall_time = float(state["wall_time"])
         self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
-        set_rng_state(state["rng"])
+        GlobalRNGState().load_state_dict(state["rng"])
         self.last_checkpoint = (self.step, path)
         log.info("Resumed from %s at update %d.", path, self.step)
 
@@ -632,7 +631,7 @@ def main(cfg: DictConfig) -> None:
                 "Interrupted (%s); checkpoint written to %s. Re-run with resume=true "
                 "hydra.run.dir=%s to continue.",
                 err,
-                run_dir / "checkpoints" / "latest.pt",
+                run_dir / "checkpoints" / "latest.torchrl",
                 run_dir,
             )
             sys.exit(128 + err.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

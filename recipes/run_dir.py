@@ -35,7 +35,11 @@ log = logging.getLogger("bdpo")
 LOCK_NAME = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 #: files whose presence means a directory holds a run
-RUN_MARKERS = (f"{CHECKPOINT_DIR}/latest.pt", f"{CHECKPOINT_DIR}/previous.pt", "summary.json")
+RUN_MARKERS = (
+    *(f"{CHECKPOINT_DIR}/{name}" for name in ("latest.torchrl", "previous.torchrl")),
+    *(f"{CHECKPOINT_DIR}/{name}" for name in ("latest.pt", "previous.pt")),  # version 0.1
+    "summary.json",
+)
 #: what a run writes in its directory (removed by ``overwrite=true``, nothing else is)
 RUN_OUTPUTS = (
     CHECKPOINT_DIR,
@@ -323,12 +327,15 @@ class RunDirectory:
 
 
 def _remove_temp_files(directory: Path) -> None:
-    """Removes the ``.<name>.*.tmp`` files a killed atomic write left in ``directory``."""
+    """Removes the ``.<name>.*.tmp`` files a killed atomic write left in ``directory`` (and
+    the staging files and directories of a checkpoint's write, ``.<name>.*.tmp.*``)."""
     if directory.is_dir():
-        for p in directory.glob(".*.tmp"):
-            if p.is_file():
+        for p in (*directory.glob(".*.tmp"), *directory.glob(".*.tmp.*")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
                 p.unlink()
-                log.info("Removed %s, left by an interrupted write.", p)
+            log.info("Removed %s, left by an interrupted write.", p)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

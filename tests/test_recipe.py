@@ -26,6 +26,8 @@ import bdpo_utils  # noqa: E402
 from bdpo_utils import ConfigError  # noqa: E402
 from run_dir import RunDirError  # noqa: E402
 
+from torchrl_bdpo.checkpoint import read_checkpoint  # noqa: E402
+
 TINY = [
     "diffusion.hidden_sizes=[16,16]",
     "critic.hidden_sizes=[16]",
@@ -84,7 +86,7 @@ def test_toy2d_run_writes_every_output(tmp_path):
         "value_landscape.png",
         "curves.png",
         "config.yaml",
-        "checkpoints/latest.pt",
+        "checkpoints/latest.torchrl",
     ):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "logs").rglob("*.csv")), "CSV scalars were not written"
@@ -248,14 +250,14 @@ def test_interrupt_and_resume_give_identical_parameters(tmp_path):
     extra = ("checkpoint.interval=7",)
     torch.manual_seed(0)
     bdpo_offline.run(_toy(*extra), tmp_path / "straight")
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "latest.pt", weights_only=False)
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.torchrl")
 
     with pytest.raises(bdpo_offline.Interrupted):
         bdpo_offline.run(_toy(*extra), tmp_path / "split", trainer_cls=_Interrupting)
-    partial = torch.load(tmp_path / "split" / "checkpoints" / "latest.pt", weights_only=False)
+    partial = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.torchrl")
     assert partial["step"] == _Interrupting.at
     bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path / "split")
-    resumed = torch.load(tmp_path / "split" / "checkpoints" / "latest.pt", weights_only=False)
+    resumed = read_checkpoint(tmp_path / "split" / "checkpoints" / "latest.torchrl")
     assert resumed["step"] == straight["step"] == 40
     for key, value in straight["loss"].items():
         torch.testing.assert_close(resumed["loss"][key], value, rtol=0, atol=0, msg=key)
@@ -279,7 +281,7 @@ def test_compiled_run_equals_eager_run(tmp_path, caplog):
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
     assert graphs >= 3, "the behavior, critic and actor losses were not all compiled"
-    eager = torch.load(tmp_path / "eager" / "checkpoints" / "latest.pt", weights_only=False)
+    eager = read_checkpoint(tmp_path / "eager" / "checkpoints" / "latest.torchrl")
     assert trainer.step == eager["step"] == 10
     compiled = trainer.loss.state_dict()
     for key, value in eager["loss"].items():
@@ -567,7 +569,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
         bdpo_offline.run(
             _toy("checkpoint.interval=10", "eval.interval=100"), tmp_path, trainer_cls=_Poisoning
         )
-    ckpt = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "latest.torchrl")
     assert ckpt["step"] == 30
     assert all(torch.isfinite(v).all() for v in ckpt["loss"].values() if v.is_floating_point())
 
@@ -638,7 +640,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in out + err and "resume=true" in out + err
-    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "checkpoints" / "latest.torchrl")
     assert 0 < state["step"] < 100000
 
 
@@ -647,15 +649,15 @@ def test_kill_9_never_leaves_a_torn_checkpoint(tmp_path):
     import time
 
     proc = _start(tmp_path, "checkpoint.interval=1")  # a checkpoint after every update
-    ckpt = tmp_path / "checkpoints" / "latest.pt"
+    ckpt = tmp_path / "checkpoints" / "latest.torchrl"
     _wait_for(ckpt, proc)
     for _ in range(3):
         time.sleep(random.uniform(0.05, 0.5))
-        state = torch.load(ckpt, weights_only=False)  # readable while being rewritten
+        state = read_checkpoint(ckpt)  # readable while being rewritten
         assert state["step"] > 0
     proc.kill()
     proc.communicate(timeout=30)
-    state = torch.load(ckpt, weights_only=False)
+    state = read_checkpoint(ckpt)
     assert state["step"] > 0 and set(state) >= {"loss", "optimizers", "rng", "config"}
 
 

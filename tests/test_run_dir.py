@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchrl_bdpo.checkpoint import CheckpointStore, state_checksum
+from torchrl_bdpo.checkpoint import (
+    CheckpointStore,
+    read_checkpoint,
+    state_checksum,
+    write_checkpoint,
+)
 from torchrl_bdpo.data import DatasetUnavailableError
 
 pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
@@ -33,7 +38,7 @@ INTERVAL = ("checkpoint.interval=7",)  # checkpoints at 7, 14, then 17 when inte
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, weights_only=False)
+    return read_checkpoint(path)
 
 
 def _snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -56,7 +61,7 @@ def straight(tmp_path_factory) -> dict:
     """The final checkpoint of an uninterrupted tiny 2D run."""
     run_dir = tmp_path_factory.mktemp("straight")
     bdpo_offline.run(_toy(*INTERVAL), run_dir)
-    return _load(run_dir / "checkpoints" / "latest.pt")
+    return _load(run_dir / "checkpoints" / "latest.torchrl")
 
 
 def _interrupted(run_dir: Path, *extra: str) -> None:
@@ -86,7 +91,7 @@ def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(tmp_pa
     (tmp_path / "logs" / "stale.csv").write_text("from the old run\n")
     bdpo_offline.run(_toy("overwrite=true", "optim.train_steps=10"), tmp_path)
     assert not (tmp_path / "logs" / "stale.csv").exists()
-    assert _load(tmp_path / "checkpoints" / "latest.pt")["step"] == 30
+    assert _load(tmp_path / "checkpoints" / "latest.torchrl")["step"] == 30
 
 
 def test_one_process_per_run_directory(tmp_path):
@@ -140,15 +145,15 @@ def test_only_finite_checkpoints_are_written_and_the_last_two_are_kept(tmp_path)
     with pytest.raises(
         bdpo_offline.NumericalError,
         match=r"non-finite at update 30 \(optimizers\.critic\.state\..*exp_avg\); no checkpoint "
-        r"was written and the last good checkpoint, .*latest\.pt \(update 20\), is intact",
+        r"was written and the last good checkpoint, .*latest\.torchrl \(update 20\), is intact",
     ):
         bdpo_offline.run(
             _toy("checkpoint.interval=10", "eval.interval=100"),
             tmp_path,
             trainer_cls=_PoisonedOptimizer,
         )
-    latest = _load(tmp_path / "checkpoints" / "latest.pt")
-    previous = _load(tmp_path / "checkpoints" / "previous.pt")
+    latest = _load(tmp_path / "checkpoints" / "latest.torchrl")
+    previous = _load(tmp_path / "checkpoints" / "previous.torchrl")
     assert (latest["step"], previous["step"]) == (20, 10)
     for state in (latest, previous):
         assert all(torch.isfinite(v).all() for v in state["loss"].values())
@@ -184,7 +189,8 @@ def _drop_an_entry(path: Path) -> None:
     state = _load(path)
     del state["optimizers"]
     state["checksum"] = state_checksum(state)  # consistent, but incomplete
-    torch.save(state, path)
+    path.unlink()
+    write_checkpoint(path, state)
 
 
 DAMAGE = {
@@ -198,27 +204,31 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, straight, caplog, damage):
     _interrupted(tmp_path)
-    latest = tmp_path / "checkpoints" / "latest.pt"
-    assert (_load(latest)["step"], _load(tmp_path / "checkpoints" / "previous.pt")["step"]) == (
+    latest = tmp_path / "checkpoints" / "latest.torchrl"
+    assert (
+        _load(latest)["step"],
+        _load(tmp_path / "checkpoints" / "previous.torchrl")["step"],
+    ) == (
         17,
         14,
     )
     DAMAGE[damage](latest)
     with caplog.at_level(logging.WARNING):
         bdpo_offline.run(_toy(*INTERVAL, "resume=true"), tmp_path)
-    assert "latest.pt" in caplog.text and "resuming from" in caplog.text
-    assert "previous.pt" in caplog.text
+    assert "latest.torchrl" in caplog.text and "resuming from" in caplog.text
+    assert "previous.torchrl" in caplog.text
     # replayed from update 14: the same parameters as the uninterrupted run
     _assert_same_parameters(straight, _load(latest))
 
 
 def test_no_usable_checkpoint_stops_with_one_line(tmp_path):
     _interrupted(tmp_path)
-    _flip_a_bit(tmp_path / "checkpoints" / "latest.pt")
-    (tmp_path / "checkpoints" / "previous.pt").write_bytes(b"")
+    _flip_a_bit(tmp_path / "checkpoints" / "latest.torchrl")
+    (tmp_path / "checkpoints" / "previous.torchrl").write_bytes(b"")
     before = _snapshot(tmp_path)
     with pytest.raises(
-        ConfigError, match=r"No usable checkpoint in .*latest\.pt: .*previous\.pt: empty file"
+        ConfigError,
+        match=r"No usable checkpoint in .*latest\.torchrl: .*previous\.torchrl: empty file",
     ):
         bdpo_offline.run(_toy(*INTERVAL, "resume=true"), tmp_path)
     assert _snapshot(tmp_path) == before
@@ -229,29 +239,73 @@ def test_checkpoint_store_verifies_what_it_writes_and_reads(tmp_path):
     store.save({"step": 1, "w": torch.ones(3)})
     store.save({"step": 2, "w": torch.full((3,), 2.0)})
     state, path = store.load()
-    assert (state["step"], path.name) == (2, "latest.pt")
-    data = bytearray(store.latest.read_bytes())
-    data[data.index(torch.full((3,), 2.0).numpy().tobytes()) + 5] ^= 0x01  # w[1]: 2.0 -> 2.0000002
-    store.latest.write_bytes(bytes(data))
+    assert (state["step"], path.name) == (2, "latest.torchrl")
+    # content that reads back but is not what was written: the checksum catches it
+    state["w"][1] = 2.0000002
+    store.latest.unlink()
+    write_checkpoint(store.latest, state)
     with pytest.raises(Exception, match="checksum mismatch"):
         store.verify(store.latest)
     state, path = CheckpointStore(tmp_path, required=("step",)).load()
-    assert (state["step"], path.name) == (1, "previous.pt")
+    assert (state["step"], path.name) == (1, "previous.torchrl")
+    # a flipped byte in a tensor's payload: the archive's CRC catches it on reading
+    store = CheckpointStore(tmp_path / "b", required=("step",))
+    store.save({"step": 1, "w": torch.ones(3)})
+    store.save({"step": 2, "w": torch.full((3,), 2.0)})
+    data = bytearray(store.latest.read_bytes())
+    data[data.index(torch.full((3,), 2.0).numpy().tobytes()) + 5] ^= 0x01
+    store.latest.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="unreadable"):
+        store.verify(store.latest)
+    state, path = CheckpointStore(tmp_path / "b", required=("step",)).load()
+    assert (state["step"], path.name) == (1, "previous.torchrl")
+
+
+def test_checkpoints_of_version_0_1_still_resume(tmp_path):
+    """``latest.pt`` (``torch.save``, Python/NumPy/torch random states): read, verified, and
+    its random state converted to TorchRL's ``GlobalRNGState`` layout."""
+    import random
+
+    import numpy as np
+    from torchrl.checkpoint import GlobalRNGState
+
+    rng = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    state = {"step": 5, "w": torch.ones(2), "rng": rng}
+    state["checksum"] = state_checksum(state)
+    torch.save(state, tmp_path / "latest.pt")
+    store = CheckpointStore(tmp_path, required=("step", "rng"))
+    assert store.exists()
+    loaded, path = store.load()
+    assert (loaded["step"], path.name) == (5, "latest.pt")
+    torch.manual_seed(123)
+    GlobalRNGState().load_state_dict(loaded["rng"])
+    assert torch.equal(torch.get_rng_state(), rng["torch"])
+    store.save({"step": 6, "w": torch.ones(2), "rng": GlobalRNGState().state_dict()})
+    assert store.load()[1].name == "latest.torchrl"  # newer files win
 
 
 def test_checkpoints_follow_the_umask_and_leftover_temp_files_are_removed(tmp_path):
     ckpt = tmp_path / "checkpoints"
     ckpt.mkdir()
-    leftovers = [ckpt / ".latest.pt.abc123.tmp", tmp_path / ".summary.json.99.tmp"]
+    leftovers = [ckpt / ".latest.torchrl.abc123.tmp", tmp_path / ".summary.json.99.tmp"]
     for p in leftovers:
         p.write_bytes(b"half a file")
+    # what a killed TorchRL checkpoint write leaves: its staging directory and archive
+    stage = ckpt / ".latest.torchrl.abc123.tmp.stage-0f"
+    (stage / "components").mkdir(parents=True)
+    leftovers += [stage, ckpt / ".latest.torchrl.abc123.tmp.archive-0f"]
+    leftovers[-1].write_bytes(b"half an archive")
     old = os.umask(0o027)
     try:
         bdpo_offline.run(_toy(), tmp_path)
     finally:
         os.umask(old)
     assert not any(p.exists() for p in leftovers)
-    for name in ("checkpoints/latest.pt", "checkpoints/previous.pt", "summary.json"):
+    for name in ("checkpoints/latest.torchrl", "checkpoints/previous.torchrl", "summary.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
 
 
@@ -277,11 +331,11 @@ def test_resume_accepts_settings_that_do_not_change_the_math(tmp_path, straight)
     harmless = ("checkpoint.interval=4", "logger.log_interval=3", "logger.backend=none")
     harmless += ("eval.episodes=3", "compile_mode=max-autotune")
     bdpo_offline.run(_toy("resume=true", *harmless), tmp_path)
-    _assert_same_parameters(straight, _load(tmp_path / "checkpoints" / "latest.pt"))
+    _assert_same_parameters(straight, _load(tmp_path / "checkpoints" / "latest.torchrl"))
     # the evaluation cadence and the threads are accepted too (the results may then differ)
     _interrupted(tmp_path / "other")
     bdpo_offline.run(_toy("resume=true", "eval.interval=15", "threads=2"), tmp_path / "other")
-    assert _load(tmp_path / "other" / "checkpoints" / "latest.pt")["step"] == 40
+    assert _load(tmp_path / "other" / "checkpoints" / "latest.torchrl")["step"] == 40
 
 
 # ------------------------------------------------------------------- one clear line
@@ -309,22 +363,24 @@ def test_run_directory_problems_are_one_line(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    save = torch.save
+    import torchrl_bdpo.checkpoint as checkpoint
+
+    save = checkpoint.write_checkpoint
     calls = []
 
-    def save_until_full(obj, f, *args, **kwargs):
+    def save_until_full(path, state):
         calls.append(1)
         if len(calls) > 2:  # the third checkpoint does not fit
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return save(obj, f, *args, **kwargs)
+        return save(path, state)
 
-    monkeypatch.setattr(torch, "save", save_until_full)
+    monkeypatch.setattr(checkpoint, "write_checkpoint", save_until_full)
     with pytest.raises(
         RunDirError, match=rf"Cannot write in the run directory {tmp_path}: No space"
     ):
         bdpo_offline.run(_toy("checkpoint.interval=10"), tmp_path)
-    monkeypatch.setattr(torch, "save", save)
-    assert _load(tmp_path / "checkpoints" / "latest.pt")["step"] == 20
+    monkeypatch.setattr(checkpoint, "write_checkpoint", save)
+    assert _load(tmp_path / "checkpoints" / "latest.torchrl")["step"] == 20
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
     assert RunDirError in bdpo_offline.USER_ERRORS  # exit code 2, no traceback
 
@@ -391,7 +447,7 @@ def test_cli_resume_needs_only_the_run_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "bdpo_offline.log", "config.yaml"):
         assert (run_dir / name).is_file(), name
-    final = _load(run_dir / "checkpoints" / "latest.pt")
+    final = _load(run_dir / "checkpoints" / "latest.torchrl")
     before = _snapshot(run_dir)
 
     refused = _cli("resume=true", f"hydra.run.dir={run_dir}", "loss.eta=0.1")
@@ -402,13 +458,15 @@ def test_cli_resume_needs_only_the_run_directory(tmp_path):
     assert _snapshot(run_dir) == before  # not even .hydra/ or the log file
 
     # an interrupted run: the last checkpoint is the one at update 15, no summary yet
-    os.replace(run_dir / "checkpoints" / "previous.pt", run_dir / "checkpoints" / "latest.pt")
+    os.replace(
+        run_dir / "checkpoints" / "previous.torchrl", run_dir / "checkpoints" / "latest.torchrl"
+    )
     (run_dir / "summary.json").unlink()
     resumed = _cli("resume=true", f"hydra.run.dir={run_dir}", "logger.log_interval=3")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == str(run_dir / "summary.json")
     assert "Resumed from" in resumed.stdout + resumed.stderr
-    _assert_same_parameters(final, _load(run_dir / "checkpoints" / "latest.pt"))
+    _assert_same_parameters(final, _load(run_dir / "checkpoints" / "latest.torchrl"))
     assert (run_dir / ".hydra" / "overrides.yaml").read_bytes() == before[".hydra/overrides.yaml"][
         0
     ]

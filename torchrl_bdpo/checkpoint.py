@@ -1,8 +1,11 @@
-"""Atomic, verified checkpoints and RNG-state capture, so that a run never loses finished work.
+"""Verified checkpoints on TorchRL's ``torchrl.checkpoint``, so that a run never loses finished work.
 
-:class:`CheckpointStore` keeps the last two checkpoints of a run (``latest.pt`` and
-``previous.pt``). Each carries a checksum of its content, verified when it is written (before
-it replaces anything) and when it is loaded; a damaged file falls back to the previous one.
+:class:`CheckpointStore` keeps the last two checkpoints of a run (``latest.torchrl`` and
+``previous.torchrl``), each a TorchRL :class:`~torchrl.checkpoint.Checkpoint` archive (a ZIP,
+whose members carry CRCs) holding the run's state and a SHA-256 checksum of its content,
+verified when it is written (before it replaces anything) and when it is loaded; a damaged file
+falls back to the previous one. The process-global random state is TorchRL's
+:class:`~torchrl.checkpoint.GlobalRNGState`.
 """
 
 from __future__ import annotations
@@ -10,61 +13,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
-import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torchrl.checkpoint import Checkpoint
+from torchrl.checkpoint import CheckpointError as TorchRLCheckpointError
 
 log = logging.getLogger(__name__)
 
 #: state key holding the checksum of a checkpoint's other entries
 CHECKSUM_KEY = "checksum"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``.
-
-    A crash (even ``kill -9``) at any moment leaves either the previous file or
-    the new one, never a half-written file. The file's mode follows the process
-    umask, like any file the process creates (not ``mkstemp``'s 0600).
-
-    Examples:
-        >>> import tempfile, pathlib
-        >>> p = atomic_save({"a": 1}, pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt")
-        >>> torch.load(p)["a"]
-        1
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temp(path, lambda f: torch.save(obj, f))
-    _replace(tmp, path)
-    return path
-
-
-def _write_temp(path: Path, write) -> Path:
-    """``write(file)`` into ``.<name>.<random>.tmp`` next to ``path``, fsynced; its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return Path(tmp)
 
 
 def _replace(tmp: Path, path: Path) -> None:
@@ -74,15 +36,16 @@ def _replace(tmp: Path, path: Path) -> None:
         if tmp.exists():
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flushes a file's (or a directory's entries') writes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ content
@@ -169,18 +132,33 @@ def tensordict_fingerprint(data, num_rows: int = 4096) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- store
-class CheckpointError(RuntimeError):
+class CheckpointError(TorchRLCheckpointError):
     """No usable checkpoint: every candidate is missing, unreadable or fails its checksum."""
 
 
-class CheckpointStore:
-    """The last two checkpoints of a run in ``directory``: ``latest.pt`` and ``previous.pt``.
+class _RunState:
+    """A run's state (a nested dict) as a checkpoint component: TorchRL's state-dict adapter
+    stores its tensors in a TensorDict and the rest in a JSON schema."""
 
-    :meth:`save` adds a checksum, writes the new file beside the old ones, reads it back
-    and verifies it, and only then moves ``latest.pt`` to ``previous.pt`` and the new file
-    to ``latest.pt`` (``latest.pt`` exists at every moment). :meth:`load` returns the newest
-    checkpoint that reads back complete and matches its checksum, warning about any newer
-    one it had to skip.
+    def __init__(self, state: dict | None = None) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict | None:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+class CheckpointStore:
+    """The last two checkpoints of a run in ``directory``: ``latest.torchrl`` and ``previous.torchrl``.
+
+    :meth:`save` adds a checksum, writes a TorchRL checkpoint archive beside the old ones,
+    fsyncs it, reads it back and verifies it, and only then moves ``latest`` to ``previous``
+    and the new file to ``latest`` (``latest`` exists at every moment). :meth:`load` returns
+    the newest checkpoint that reads back complete and matches its checksum, warning about any
+    newer one it had to skip. Checkpoints of version 0.1 (``latest.pt``, ``torch.save``) are
+    still read when no newer ones exist.
 
     Args:
         directory: where the checkpoints live (created on the first save).
@@ -194,13 +172,14 @@ class CheckpointStore:
         (2, True)
     """
 
-    LATEST, PREVIOUS = "latest.pt", "previous.pt"
+    LATEST, PREVIOUS = "latest.torchrl", "previous.torchrl"
+    LEGACY = ("latest.pt", "previous.pt")
 
     def __init__(self, directory: str | os.PathLike, required: Iterable[str] = ()) -> None:
         self.directory = Path(directory)
         self.required = tuple(required)
-        # whether latest.pt is known good (written or verified by this process): only a good
-        # latest.pt may replace previous.pt
+        # whether latest is known good (written or verified by this process): only a good
+        # latest may replace previous
         self._latest_good = False
 
     @property
@@ -211,17 +190,26 @@ class CheckpointStore:
     def previous(self) -> Path:
         return self.directory / self.PREVIOUS
 
+    def _candidates(self) -> list[Path]:
+        paths = [self.latest, self.previous]
+        if not any(p.exists() for p in paths):
+            paths += [
+                self.directory / name for name in self.LEGACY if (self.directory / name).exists()
+            ]
+        return paths
+
     def exists(self) -> bool:
-        return self.latest.exists() or self.previous.exists()
+        return any(p.exists() for p in self._candidates())
 
     def verify(self, path: Path, map_location=None) -> dict:
         """The checkpoint at ``path`` if it is complete and matches its checksum; else :class:`CheckpointError`."""
+        path = Path(path)
         if not path.exists():
             raise CheckpointError(f"{path.name}: missing")
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path.name}: empty file")
         try:
-            state = torch.load(path, map_location=map_location, weights_only=False)
+            state = read_checkpoint(path, map_location=map_location)
         except Exception as err:  # noqa: BLE001 - a truncated/corrupt file raises many kinds
             raise CheckpointError(f"{path.name}: unreadable ({type(err).__name__})") from err
         if not isinstance(state, dict):
@@ -234,20 +222,19 @@ class CheckpointStore:
         return state
 
     def save(self, state: dict) -> Path:
-        """Writes ``state`` (plus its checksum) as ``latest.pt``, keeping the old one as ``previous.pt``."""
+        """Writes ``state`` (plus its checksum) as ``latest``, keeping the old one as ``previous``."""
         self.directory.mkdir(parents=True, exist_ok=True)
         state = {**state, CHECKSUM_KEY: None}
         state[CHECKSUM_KEY] = state_checksum(state)
-        tmp = _write_temp(self.latest, lambda f: torch.save(state, f))
+        # a temporary name first: TorchRL's own publishing would move latest away for a moment
+        tmp = self.directory / f".{self.LATEST}.{uuid.uuid4().hex}.tmp"
         try:
+            write_checkpoint(tmp, state)
+            _fsync(tmp)
             self.verify(tmp, map_location="cpu")
             if self._latest_good and self.latest.exists():
-                # previous.pt <- latest.pt through a hard link: latest.pt never disappears
-                fd, link = tempfile.mkstemp(
-                    prefix=f".{self.PREVIOUS}.", suffix=".tmp", dir=self.directory
-                )
-                os.close(fd)
-                os.unlink(link)
+                # previous <- latest through a hard link: latest never disappears
+                link = self.directory / f".{self.PREVIOUS}.{uuid.uuid4().hex}.tmp"
                 os.link(self.latest, link)
                 os.replace(link, self.previous)
         except BaseException:
@@ -260,7 +247,7 @@ class CheckpointStore:
     def load(self, map_location=None) -> tuple[dict, Path]:
         """The newest good checkpoint and its path; :class:`CheckpointError` if there is none."""
         problems = []
-        for path in (self.latest, self.previous):
+        for path in self._candidates():
             try:
                 state = self.verify(path, map_location=map_location)
             except CheckpointError as err:
@@ -277,22 +264,29 @@ class CheckpointStore:
         raise CheckpointError("; ".join(problems))
 
 
-def rng_state() -> dict[str, Any]:
-    """The state of Python's, NumPy's and torch's (CPU and CUDA) generators."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def write_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Writes ``state`` as a TorchRL checkpoint archive at ``path`` (as it is: no checksum is
+    added, nothing is verified; :meth:`CheckpointStore.save` does both)."""
+    return Checkpoint(format="archive", run=_RunState(state)).save(path)
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restores what :func:`rng_state` captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """The state stored in a checkpoint file, unverified (:meth:`CheckpointStore.verify` checks
+    it): a TorchRL checkpoint archive, or a ``torch.save`` file of version 0.1, whose random
+    state is converted to :class:`~torchrl.checkpoint.GlobalRNGState`'s layout."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        state = torch.load(path, map_location=map_location, weights_only=False)
+        rng = state.get("rng") if isinstance(state, dict) else None
+        if isinstance(rng, dict) and "torch" in rng:  # python/numpy/torch/cuda -> TorchRL's
+            converted = {"python": rng["python"], "numpy": rng["numpy"], "torch_cpu": rng["torch"]}
+            if "cuda" in rng:
+                converted["torch_cuda"] = rng["cuda"]
+            checksum_ok = state.get(CHECKSUM_KEY) == state_checksum(state)
+            state["rng"] = converted
+            if checksum_ok:  # the content was verified as read; keep it verifiable
+                state[CHECKSUM_KEY] = state_checksum(state)
+        return state
+    holder = _RunState()
+    Checkpoint(run=holder).load(path, map_location=map_location)
+    return holder.state
