@@ -88,10 +88,10 @@ def _import_runtime_modules() -> None:
     global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, progress_display, stop_on_signals
     global evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
-    global make_target_updaters, make_task_data, make_update_steps, run_settings
+    global make_target_updaters, make_task_data, make_update_steps
     global set_threads_and_device, uses_cuda_graphs
     global CheckpointError, CheckpointStore, GlobalRNGState, non_finite_entries
-    global tensordict_fingerprint
+    global tensordict_fingerprint, EVAL_COUNTERS, eval_line, run_summary
     import numpy as np
     import torch
     from bdpo_utils import (
@@ -104,10 +104,10 @@ def _import_runtime_modules() -> None:
         make_target_updaters,
         make_task_data,
         make_update_steps,
-        run_settings,
         set_threads_and_device,
         uses_cuda_graphs,
     )
+    from run_summary import EVAL_COUNTERS, eval_line, run_summary
     from torchrl.checkpoint import GlobalRNGState
     from training_loop import MetricWindow, progress_display, stop_on_signals
 
@@ -451,77 +451,11 @@ class BDPOTrainer:
         result = self.evaluate()
         if result is None:
             return
-        log.info("eval @ %d: %s", self.step, _short(result))
+        log.info("eval @ %d: %s", self.step, eval_line(result))
         if logger is not None:
             for k, v in result.items():  # counters are the x axis, not metrics
-                if isinstance(v, (int, float)) and k not in _EVAL_COUNTERS:
+                if isinstance(v, (int, float)) and k not in EVAL_COUNTERS:
                     logger.log_scalar(f"eval/{k}", float(v), step=self.step)
-
-    # --------------------------------------------------------------- summary
-    def summary(self, updates_per_s: float) -> dict:
-        metric = "normalized_score_mean" if self.task.domain != "toy2d" else None
-        evals = [e for e in self.evals if e.get("train_step", 0) > 0]
-        final = evals[-1] if evals else None
-        best = None
-        if evals and metric is not None:
-            key = metric if evals[-1].get(metric) is not None else "return_mean"
-            best = max(evals, key=lambda e: e[key])
-        summary = {
-            "task": str(self.cfg.task_name),
-            "domain": self.task.domain,
-            "dataset": self.task.name,
-            "seed": int(self.cfg.seed),
-            "settings": run_settings(self.cfg),
-            "steps": {"pretrain": self.pretrain_steps, "train": int(self.cfg.optim.train_steps)},
-            "wall_time_s": self.wall_time,
-            "updates_per_s": updates_per_s,
-            "eval": None,
-            "toy2d": None,
-            "evaluations": self.evals,
-        }
-        if self.task.domain == "toy2d":
-            summary["toy2d"] = {
-                k: v
-                for k, v in (final or {}).items()
-                if k not in ("step", "train_step", "eval_time_s")
-            }
-        elif final is not None:
-            pick = (
-                "step",
-                "return_mean",
-                "return_std",
-                "normalized_score_mean",
-                "normalized_score_std",
-                "episodes",
-            )
-            refs = (
-                {"min": self.task.ref_min_score, "max": self.task.ref_max_score}
-                if self.task.has_reference_scores
-                else None
-            )
-            summary["eval"] = {
-                # "normalized_score" (D4RL-style, from the reference scores) or "return" (raw
-                # undiscounted returns: the dataset has no reference scores)
-                "metric": self.task.score_metric,
-                "reference_scores": refs,
-                "final": {k: final.get(k) for k in pick},
-                "best": {k: best.get(k) for k in pick},
-            }
-        return summary
-
-
-_EVAL_COUNTERS = ("step", "train_step", "episodes")
-
-
-def _short(result: dict) -> str:
-    text = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in result.items()
-        if v is not None and k != "metric"
-    )
-    return text + (
-        " (raw returns: no reference scores)" if result.get("metric") == "return" else ""
-    )
 
 
 def make_logger(cfg: DictConfig, run_dir: Path, run_id: str | None = None):
@@ -589,7 +523,9 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     ups = (trainer.step - start_step) / max(elapsed, 1e-9)
     if logger is not None:  # TorchRL's Logger.close: flushes, finishes a wandb run
         logger.close()
-    summary = trainer.summary(ups)
+    summary = run_summary(
+        cfg, trainer.task, trainer.evals, wall_time_s=trainer.wall_time, updates_per_s=ups
+    )
     write_text_atomic(path, json.dumps(summary, indent=2, default=float))
     from plots import plot_learning_curves  # matplotlib: imported only when a run ends
 
