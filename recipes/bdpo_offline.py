@@ -60,7 +60,7 @@ from bdpo_config import ConfigError, exit_on_config_error, validate_config  # no
 from run_dir import (  # noqa: E402
     RunDirectory,
     RunDirError,
-    config_differences,
+    check_resumable,
     failed_start_cleanup,
     resume_settings,
     write_text_atomic,
@@ -383,20 +383,7 @@ class BDPOTrainer:
                 f"No usable checkpoint in {self.ckpt_dir} ({err}); the run cannot be resumed. "
                 "Start it again with overwrite=true or in another hydra.run.dir."
             ) from err
-        diffs = config_differences(state["config"], OmegaConf.to_container(self.cfg, resolve=True))
-        if diffs:
-            raise ConfigError(
-                "The checkpoint was written by a run with different settings: "
-                + "; ".join(diffs)
-                + ". Resume with the same task and settings, or start a new run directory."
-            )
-        if state["dataset"] != self.dataset:
-            keys = [k for k in self.dataset if state["dataset"].get(k) != self.dataset[k]]
-            raise ConfigError(
-                f"The dataset {self.task.name} is not the one the run started with (its "
-                f"{', '.join(keys)} changed); resume with the original data, or start a new run "
-                "directory."
-            )
+        check_resumable(state, self.cfg, self.dataset)  # the same settings, the same data
         self.loss.load_state_dict(state["loss"])
         for k, v in state["optimizers"].items():
             self.opts[k].load_state_dict(v)

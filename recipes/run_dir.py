@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bdpo_config import ConfigError
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -357,6 +358,26 @@ def _hydra_config() -> DictConfig | None:
 def is_resume_free(key: str) -> bool:
     """Whether the dotted setting ``key`` may change when a run is resumed (see :data:`RESUME_FREE`)."""
     return any(key == f or key.startswith(f + ".") for f in RESUME_FREE)
+
+
+def check_resumable(state: dict, cfg: DictConfig, dataset: dict) -> None:
+    """Refuses, with :class:`ConfigError` (exit code 2), a checkpoint ``state`` written with
+    settings that change what the run computes, or over other data (``dataset``: the current
+    data's name and fingerprint, stored in the checkpoint as ``dataset``)."""
+    diffs = config_differences(state["config"], OmegaConf.to_container(cfg, resolve=True))
+    if diffs:
+        raise ConfigError(
+            "The checkpoint was written by a run with different settings: "
+            + "; ".join(diffs)
+            + ". Resume with the same task and settings, or start a new run directory."
+        )
+    if state["dataset"] != dataset:
+        keys = [k for k in dataset if state["dataset"].get(k) != dataset[k]]
+        raise ConfigError(
+            f"The dataset {dataset['name']} is not the one the run started with (its "
+            f"{', '.join(keys)} changed); resume with the original data, or start a new run "
+            "directory."
+        )
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
