@@ -286,6 +286,10 @@ class SACSettings:
     lr: float = setting("Adam learning rate (actor, critics, entropy weight)", **_POSITIVE)
     alpha_init: float = setting("initial entropy weight", **_POSITIVE)
     batch_size: int = setting("transitions per update", **_at_least(1))
+    compile: bool = setting(
+        "torch.compile the gradient step (compiles for tens of seconds; no faster on one CPU "
+        "thread at 256x256, see benchmarks/DATASETS.md)"
+    )
 
 
 @dataclass
@@ -355,8 +359,8 @@ class CollectSettings:
     )
     dataset_version: str = setting("last part of the ids, e.g. v0")
     overwrite: bool = setting("replace existing datasets of the same ids")
-    datasets: list[Literal["medium", "medium-replay", "expert"]] = setting(
-        "datasets to write, any of medium, medium-replay, expert"
+    datasets: list[Literal["medium", "medium-replay", "expert", "medium-expert"]] = setting(
+        "datasets to write, any of medium, medium-replay, expert, medium-expert"
     )
     run_dir: str = setting("directory of summary.json and the policy checkpoints")
     sac: SACSettings = setting("the SAC agent")

@@ -24,6 +24,8 @@ What it does (settings in ``config_collect/collect.yaml``):
      truncations stay distinct, and the episode still running at the medium point ends with
      ``truncations=True``;
    * ``<prefix>/<env>/expert-<v>``: episodes of the final policy;
+   * ``<prefix>/<env>/medium-expert-<v>``: the medium and the expert datasets' episodes together
+     (D4RL's definition);
 
    each with ``ref_min_score`` (random) and ``ref_max_score`` (expert reference) in its metadata.
 
@@ -81,7 +83,7 @@ class CollectError(ConfigError):
     """A user-facing settings problem, found before any training (reported without a traceback)."""
 
 
-DATASET_KINDS = ("medium", "medium-replay", "expert")
+DATASET_KINDS = ("medium", "medium-replay", "expert", "medium-expert")
 
 
 # ------------------------------------------------------------------------------- names
@@ -177,6 +179,38 @@ def make_sac(cfg: DictConfig, env):
     )
     loss.make_value_estimator(gamma=float(cfg.sac.gamma))
     return actor, loss
+
+
+def make_update(loss, *, lr: float, tau: float, compile: bool = False):
+    """One SAC gradient step as a callable ``step(sample) -> None``: actor, critic and
+    entropy-weight losses summed, one backward, one Adam step, then the Polyak update of the
+    target critics (``SoftUpdate``).
+
+    ``compile=True`` runs the loss, backward and Adam step through ``torch.compile`` (Inductor,
+    C++ on CPU), as TorchRL's own SAC example does; the target update stays eager. The first
+    call compiles (tens of seconds); the result is the same computation.
+    """
+    from torchrl.objectives import SoftUpdate
+
+    target_updater = SoftUpdate(loss, tau=tau)
+    optim = torch.optim.Adam(loss.parameters(), lr=lr)
+
+    def grad_step(sample):
+        out = loss(sample)
+        value = out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]
+        value.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    if compile:
+        grad_step = torch.compile(grad_step)
+
+    def step(sample) -> None:
+        grad_step(sample)
+        target_updater.step()
+
+    step.optim = optim
+    return step
 
 
 # ----------------------------------------------------------------------- rollouts/eval
@@ -284,7 +318,6 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     mid-training) and the final actor."""
     from torchrl.collectors import Collector
     from torchrl.data import LazyTensorStorage, ReplayBuffer
-    from torchrl.objectives import SoftUpdate
 
     t = cfg.train
     env_id, max_steps = str(cfg.env.id), int(cfg.env.max_episode_steps)
@@ -293,8 +326,9 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     env.set_seed(int(cfg.seed))
     eval_env = make_env(env_id, max_steps, reward_sum=False)
     actor, loss = make_sac(cfg, env)
-    target_updater = SoftUpdate(loss, tau=float(cfg.sac.tau))
-    optim = torch.optim.Adam(loss.parameters(), lr=float(cfg.sac.lr))
+    update = make_update(
+        loss, lr=float(cfg.sac.lr), tau=float(cfg.sac.tau), compile=bool(cfg.sac.compile)
+    )
     buffer = ReplayBuffer(storage=LazyTensorStorage(total), batch_size=int(cfg.sac.batch_size))
     collector = Collector(
         env,
@@ -308,6 +342,7 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     midpoint: dict[str, Any] | None = None
     evals: list[dict[str, float]] = []
     train_returns: list[float] = []
+    train_curve: list[tuple[int, float]] = []  # (env steps at the episode's end, its return)
     frames, updates, update_time, debt = 0, 0, 0.0, 0.0
     next_eval = int(t.eval_interval)
     t0 = time.time()
@@ -323,20 +358,17 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             buffer.extend(batch.select(*TED_KEYS))
             done = batch["next", "done"].reshape(-1)
             if done.any():
-                train_returns += batch["next", "episode_reward"].reshape(-1)[done].tolist()
+                ended = batch["next", "episode_reward"].reshape(-1)[done].tolist()
+                train_returns += ended
+                at = (frames + 1 + torch.nonzero(done).reshape(-1)).tolist()
+                train_curve += list(zip(at, ended))
             frames += n
             # UTD updates for every env step after the random warm-up
             debt += max(0, min(n, frames - int(t.init_random_frames))) * float(t.utd)
             if debt >= 1:
                 tu = time.time()
                 while debt >= 1:
-                    sample = buffer.sample()
-                    out = loss(sample)
-                    value = out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]
-                    optim.zero_grad(set_to_none=True)
-                    value.backward()
-                    optim.step()
-                    target_updater.step()
+                    update(buffer.sample())
                     updates += 1
                     debt -= 1
                 update_time += time.time() - tu
@@ -396,6 +428,7 @@ def train_sac(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "midpoint": midpoint,
         "evals": evals,
         "train_returns": train_returns,
+        "train_curve": train_curve,
         "frames": frames,
         "updates": updates,
         "train_time_s": time.time() - t0,
@@ -506,7 +539,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
             )
             return [ted_episode_to_minari(e) for e in eps]
 
-        if "expert" in wanted:
+        if "expert" in wanted or "medium-expert" in wanted:
             rollouts["expert"] = policy_rollouts(int(cfg.rollouts.expert_steps), 20_000)
 
         def policy_return() -> float:
@@ -533,12 +566,14 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         # the medium policy's own return, measured like the final one (the midpoint snapshot
         # falls between two periodic evaluations)
         medium["policy_eval_return"] = policy_return()
-        if "medium" in wanted:
+        if "medium" in wanted or "medium-expert" in wanted:
             rollouts["medium"] = policy_rollouts(int(cfg.rollouts.medium_steps), 40_000)
         actor.load_state_dict(final_state)
         if "medium-replay" in wanted:
             data = result["buffer"][: medium["buffer_size"]]
             rollouts["medium-replay"] = split_transitions(data)
+        if "medium-expert" in wanted:  # D4RL's medium-expert: the two datasets' episodes, in one
+            rollouts["medium-expert"] = rollouts["medium"] + rollouts["expert"]
         rollout_time = time.time() - t0
         eval_env.close()
 
@@ -573,6 +608,10 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
             "expert": f"episodes of the final SAC policy ({result['frames']} env steps, eval return "
             f"{final_return:.1f}), actions {cfg.rollouts.exploration}",
         }
+        what["medium-expert"] = (
+            f"the union of the medium and expert datasets' episodes (medium first): {what['medium']}; "
+            f"then {what['expert']}"
+        )
         t0 = time.time()
         datasets = {}
         for kind, dataset_id in ids.items():
@@ -614,6 +653,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
         "frames": result["frames"],
         "updates": result["updates"],
         "evaluations": result["evals"],
+        "train_episodes": [{"frames": f, "return": r} for f, r in result["train_curve"]],
         "timings_s": {
             "random_reference": random_time,
             "sac_training": result["train_time_s"],

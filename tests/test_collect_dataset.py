@@ -1,4 +1,4 @@
-"""recipes/collect_dataset.py on a tiny run: SAC for a few hundred steps, three Minari datasets."""
+"""recipes/collect_dataset.py on a tiny run: SAC for a few hundred steps, four Minari datasets."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def test_summary_and_files(collected):
         "medium": "bdpo-local/hopper/medium-v0",
         "medium-replay": "bdpo-local/hopper/medium-replay-v0",
         "expert": "bdpo-local/hopper/expert-v0",
+        "medium-expert": "bdpo-local/hopper/medium-expert-v0",
     }
     for dataset_id in ids.values():
         assert (out / "minari" / dataset_id / "data" / "metadata.json").is_file()
@@ -78,6 +79,27 @@ def test_summary_and_files(collected):
     assert summary["medium"]["rule"] == "midpoint" and summary["medium"]["frames"] == 200
     assert np.isfinite(summary["medium"]["policy_eval_return"])
     assert np.isfinite(summary["final_eval_return"])
+    # the learning curve: one entry per evaluation and per finished training episode
+    assert [e["frames"] for e in summary["evaluations"]] == [200, 400]
+    ends = [e["frames"] for e in summary["train_episodes"]]
+    assert ends and ends == sorted(ends) and 0 < ends[-1] <= 400
+    assert all(np.isfinite(e["return"]) for e in summary["train_episodes"])
+
+
+def test_medium_expert_is_the_union_of_medium_and_expert(collected, monkeypatch):
+    """D4RL's medium-expert: the medium dataset's episodes, then the expert dataset's."""
+    out, summary = collected
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(out / "minari"))
+    info = summary["datasets"]
+    for key in ("transitions", "episodes", "terminations", "truncations"):
+        assert info["medium-expert"][key] == info["medium"][key] + info["expert"][key], key
+    both = load_minari_dataset(info["medium-expert"]["id"]).data
+    medium = load_minari_dataset(info["medium"]["id"]).data
+    expert = load_minari_dataset(info["expert"]["id"]).data
+    n = medium.shape[0]
+    for key in ("observation", "action", ("next", "reward"), ("next", "terminated")):
+        assert torch.equal(both[key][:n], medium[key]), key
+        assert torch.equal(both[key][n:], expert[key]), key
 
 
 def test_datasets_load_with_scores_and_data(collected, monkeypatch):
@@ -196,7 +218,8 @@ def test_halfcheetah_collection(tmp_path):
     summary = collect_dataset.collect(cfg)
     ids = sorted(d["id"] for d in summary["datasets"].values())
     assert ids == sorted(
-        f"bdpo-local/halfcheetah/{k}-v0" for k in ("expert", "medium", "medium-replay")
+        f"bdpo-local/halfcheetah/{k}-v0"
+        for k in ("expert", "medium", "medium-replay", "medium-expert")
     )
     before = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "minari")
@@ -222,7 +245,7 @@ def test_halfcheetah_collection(tmp_path):
         ("env.id=NoSuchEnv-v0", "env.id=NoSuchEnv-v0 is not a Gymnasium environment"),
         (
             "datasets=[foo]",
-            r"datasets must be a list of medium, medium-replay, expert .got \[.foo.\]",
+            r"datasets must be a list of medium, medium-replay, expert, medium-expert .got \[.foo.\]",
         ),
         ("medium.reference=best", "medium.reference must be"),
     ],
@@ -232,3 +255,64 @@ def test_settings_errors_come_before_any_training(tmp_path, override, match):
     with pytest.raises(collect_dataset.CollectError, match=match):
         collect_dataset.collect(cfg)
     assert not (tmp_path / "run" / "medium_actor.pt").exists()
+
+
+def test_only_medium_expert_still_rolls_out_both_policies(tmp_path):
+    cfg = _cfg(
+        *TINY,
+        "datasets=[medium-expert]",
+        f"output_dir={tmp_path / 'minari'}",
+        f"run_dir={tmp_path / 'run'}",
+    )
+    summary = collect_dataset.collect(cfg)
+    assert list(summary["datasets"]) == ["medium-expert"]
+    assert summary["datasets"]["medium-expert"]["transitions"] >= 150 + 120
+    assert not (tmp_path / "minari" / "bdpo-local" / "hopper" / "medium-v0").exists()
+
+
+def _tiny_sac():
+    cfg = _cfg(*TINY)
+    env = collect_dataset.make_env("Hopper-v5", 60)
+    torch.manual_seed(0)
+    _, loss = collect_dataset.make_sac(cfg, env)
+    data = env.rollout(64, break_when_any_done=False).select(*TED_KEYS)
+    env.close()
+    return loss, data
+
+
+def test_update_moves_every_parameter_and_the_targets_by_tau():
+    loss, data = _tiny_sac()
+    step = collect_dataset.make_update(loss, lr=1e-3, tau=0.25)
+    before = {k: v.clone() for k, v in loss.state_dict().items()}
+    step(data)
+    after = loss.state_dict()
+    learned = [k for k in before if not k.startswith("target_") and "_params" in k]
+    assert learned and all(not torch.equal(before[k], after[k]) for k in learned)
+    assert not torch.equal(before["log_alpha"], after["log_alpha"])
+    # the target critics moved a quarter of the way to the (updated) critics
+    for k in before:
+        if k.startswith("target_qvalue_network_params"):
+            src = k.replace("target_", "", 1)
+            torch.testing.assert_close(after[k], 0.75 * before[k] + 0.25 * after[src])
+
+
+def test_compiled_update_equals_eager():
+    import copy
+
+    import torch._inductor.config as inductor_config
+
+    loss, data = _tiny_sac()
+    twin = copy.deepcopy(loss)
+    eager = collect_dataset.make_update(loss, lr=1e-3, tau=0.05)
+    torch._dynamo.reset()
+    with inductor_config.patch(fallback_random=True):
+        compiled = collect_dataset.make_update(twin, lr=1e-3, tau=0.05, compile=True)
+        for i in range(3):
+            torch.manual_seed(i)
+            eager(data)
+            torch.manual_seed(i)
+            compiled(data)
+    torch._dynamo.reset()
+    a, b = loss.state_dict(), twin.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
