@@ -53,6 +53,16 @@ def test_the_collector_defaults_fit_the_schema():
     validate_collect_config(_cfg(config="collect"))
 
 
+def test_the_d4rl_grade_collector_settings_fit_the_schema():
+    """config_collect/d4rl.yaml: collect.yaml plus the settings of the D4RL-grade run."""
+    cfg = _cfg(config="d4rl")
+    validate_collect_config(cfg)
+    assert set(_leaves(cfg)) == set(_leaves(_cfg(config="collect")))
+    assert cfg.train.total_frames == 200_000 and cfg.medium.reference == "final"
+    assert list(cfg.datasets) == ["medium", "medium-replay", "expert", "medium-expert"]
+    assert cfg.reference.expert == "d4rl" and cfg.sac.compile is False
+
+
 @pytest.mark.parametrize(
     "override,match",
     [
@@ -249,6 +259,13 @@ def test_collector_help_lists_every_setting_with_its_meaning():
     assert set(_leaves(_cfg(config="collect"))) <= set(lines), output
     assert all(w in lines["medium.reference"] for w in ("expert", "final"))
     assert all(w in lines["rollouts.exploration"] for w in ("random", "deterministic"))
+
+
+def test_collector_help_shows_the_d4rl_config_values():
+    code, output, torch_loaded = _script("collect_dataset.py", "--config-name", "d4rl", "--help")
+    assert code == 0 and not torch_loaded, output
+    assert re.search(r"^\s+train\.total_frames=200000\s", output, re.M), output
+    assert "--config-name d4rl" in output
 
 
 def test_help_shows_unset_settings_as_missing():
