@@ -316,3 +316,18 @@ def test_compiled_update_equals_eager():
     a, b = loss.state_dict(), twin.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_collect_report_json_table_and_plot(collected, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import collect_report
+
+    out, summary = collected
+    rep = collect_report.report(json.loads((out / "run" / "summary.json").read_text()))
+    assert list(rep["datasets"]) == ["medium-replay", "medium", "medium-expert", "expert"]
+    assert [e["env_steps"] for e in rep["learning_curve"]["evaluations"]] == [200, 400]
+    assert len(rep["learning_curve"]["train_episodes"]) == len(summary["train_episodes"])
+    rows = collect_report.table(rep).splitlines()
+    assert len(rows) == 2 + 4 and "bdpo-local/hopper/medium-expert-v0" in rows[4]
+    collect_report.plot(rep, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
