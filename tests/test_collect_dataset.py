@@ -161,6 +161,11 @@ def test_recipe_loads_collected_dataset(collected, monkeypatch):
         cfg = compose("config", overrides=["task=hopper-local-expert"])
     assert cfg.loss.eta == 0.2 and cfg.loss.rho == 2.0
     assert make_task_data(cfg).data.batch_size[0] == summary["datasets"]["expert"]["transitions"]
+    with initialize_config_dir(config_dir=str(RECIPES / "config"), version_base="1.3"):
+        cfg = compose("config", overrides=["task=hopper-local-medium-expert"])
+    assert cfg.loss.eta == 0.2 and cfg.loss.rho == 2.0
+    n = summary["datasets"]["medium-expert"]["transitions"]
+    assert make_task_data(cfg).data.batch_size[0] == n
 
 
 def test_split_transitions_keeps_flags_and_closes_last_episode():
