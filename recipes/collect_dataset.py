@@ -1,6 +1,7 @@
 """Collect D4RL-style Minari datasets with an online SAC agent (TorchRL's ``SACLoss``).
 
     python recipes/collect_dataset.py                          # Hopper-v5, CPU-sized defaults
+    python recipes/collect_dataset.py --config-name d4rl       # D4RL-grade (~51 min on one thread)
     python recipes/collect_dataset.py env.id=HalfCheetah-v5 seed=1
     python recipes/collect_dataset.py output_dir=/data/minari train.total_frames=1000000 \\
         rollouts.medium_steps=1000000 rollouts.expert_steps=1000000
