@@ -334,5 +334,9 @@ def test_collect_report_json_table_and_plot(collected, tmp_path):
     assert len(rep["learning_curve"]["train_episodes"]) == len(summary["train_episodes"])
     rows = collect_report.table(rep).splitlines()
     assert len(rows) == 2 + 4 and "bdpo-local/hopper/medium-expert-v0" in rows[4]
+    import matplotlib.pyplot as plt
+
+    open_before = set(plt.get_fignums())
     collect_report.plot(rep, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert set(plt.get_fignums()) <= open_before  # the figure is closed
