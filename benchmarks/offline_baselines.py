@@ -478,6 +478,33 @@ def write_report(results: dict, args, out_dir: Path, started: str) -> dict:
     return report
 
 
+def merge(paths: list[str], out_dir: Path) -> dict:
+    """One report from several ``results.json`` of the same settings (seeds keyed as strings)."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    keys = ("steps", "pretrain_steps", "eval_interval", "episodes", "bdpo_overrides")
+    first = reports[0]["settings"]
+    for r in reports[1:]:
+        if any(r["settings"][k] != first[k] for k in keys):
+            raise SystemExit(f"different settings ({', '.join(keys)}): cannot merge {paths}")
+    results: dict = {}
+    for r in reports:
+        for task, per_seed in r["per_seed"].items():
+            results.setdefault(task, {}).update(per_seed)
+    agg = aggregate(results, int(first["best_over_steps_from"]))
+    merged = {**reports[0], "aggregate": agg, "per_seed": results, "merged_from": paths}
+    merged["settings"] = {
+        **first,
+        "tasks": list(results),
+        "seeds": sorted({int(s) for t in results.values() for s in t}),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(merged, indent=2, default=float))
+    (out_dir / "table.md").write_text(format_table(agg) + "\n")
+    plot_curves(results, out_dir / "curves.png")
+    print(format_table(agg))
+    return merged
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -515,7 +542,17 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="smoke test: tiny networks, 40 steps, 2 episodes, one seed",
     )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="combine the results.json of runs of the same settings (e.g. one process per "
+        "dataset) into --out; trains nothing",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     if args.quick:
         args.steps, args.pretrain_steps, args.eval_interval, args.episodes = 40, 20, 10, 2
         args.seeds = args.seeds[:1]
