@@ -247,7 +247,6 @@ def make_bench_components(
         precision: ``"fp32"`` or ``"bf16"`` (the recipe's ``precision``: the losses' forward
             passes under bfloat16 autocast, float32 weights and optimiser state).
     """
-    adam_impl = adam
     shape = SHAPE_SETS[shape_set] if isinstance(shape_set, str) else shape_set
     if tiny:
         shape = shape.tiny()
@@ -294,9 +293,9 @@ def make_bench_components(
     targets = make_target_updaters(loss, cfg)  # one updater per EMA group, right after the loss
     loss.init_actor_from_behavior()
 
-    def adam(groups: tuple[str, ...], lr: float) -> torch.optim.Optimizer:
+    def optimizer(groups: tuple[str, ...], lr: float) -> torch.optim.Optimizer:
         params = [p for g in groups for p in trainable(getattr(loss, f"{g}_network_params"))]
-        return _adam(params, lr, adam_impl, capturable)
+        return _adam(params, lr, adam, capturable)
 
     eval_policy = QSelectionPolicy.from_loss(loss, shape.num_candidates)
     return BenchComponents(
@@ -305,9 +304,9 @@ def make_bench_components(
         loss=loss,
         targets=targets,
         optimizers={
-            "behavior": adam(("behavior",), 3e-4),
-            "critic": adam(("qvalue", "value"), 3e-4),
-            "actor": adam(("actor",), 1e-5),
+            "behavior": optimizer(("behavior",), 3e-4),
+            "critic": optimizer(("qvalue", "value"), 3e-4),
+            "actor": optimizer(("actor",), 1e-5),
         },
         eval_policy=eval_policy,
         precision=precision,
