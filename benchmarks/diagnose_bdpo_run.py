@@ -36,6 +36,14 @@ from torchrl_bdpo.modules.actor import call_network  # noqa: E402
 from torchrl_bdpo.scores import normalized_score  # noqa: E402
 
 
+def load_finished_run(run_dir: Path):
+    """``(cfg, trainer)`` of a recipe run directory, its latest checkpoint loaded."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    trainer = bdpo_offline.BDPOTrainer(cfg, run_dir)
+    trainer.load_checkpoint()
+    return cfg, trainer
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run_dir")
@@ -44,9 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    trainer = bdpo_offline.BDPOTrainer(cfg, run_dir)
-    trainer.load_checkpoint()
+    cfg, trainer = load_finished_run(run_dir)
     loss, task = trainer.loss, trainer.task
     k = int(cfg.eval.num_candidates)
     out: dict = {"run_dir": str(run_dir), "step": trainer.step, "policies": {}}

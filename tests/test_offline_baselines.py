@@ -41,3 +41,45 @@ def test_offline_baselines_quick(tmp_path, minari_hopper_dataset):
     assert (out / "curves.png").stat().st_size > 0
     table = (out / "table.md").read_text()
     assert "TD3+BC" in table and "IQL" in table
+    # The critic-ranking check runs on the finished BDPO run (rebuilt MuJoCo states included).
+    import critic_ranking_check
+
+    run_dir = seed_runs["bdpo"]["run_dir"]
+    check = critic_ranking_check.main(
+        [
+            run_dir,
+            "--states",
+            "3",
+            "--candidates",
+            "4",
+            "--rollouts",
+            "2",
+            "--horizon",
+            "5",
+            "--json",
+            str(tmp_path / "ranking.json"),
+        ]
+    )
+    summary = check["summary"]
+    assert summary["reconstruction_max_abs_error_median"] < 1e-4
+    for name in ("spearman_q_g", "spearman_q_r0", "split_half_spearman_g"):
+        assert all(
+            -1 <= v <= 1 for v in check["per_state"][name] if v == v
+        )  # nan: a constant ranking
+    assert 0 <= summary["fall_rate_mean"]["mean"] <= 1
+    assert json.loads((tmp_path / "ranking.json").read_text())["settings"]["candidates"] == 4
+
+
+def test_spearman_matches_scipy():
+    import critic_ranking_check
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.integers(0, 4, size=9).astype(float)  # ties
+        y = rng.normal(size=9)
+        expected = spearmanr(x, y).statistic
+        got = critic_ranking_check._spearman(x, y)
+        assert (np.isnan(expected) and np.isnan(got)) or abs(got - expected) < 1e-12
+    assert np.isnan(critic_ranking_check._spearman(np.ones(5), np.arange(5.0)))
