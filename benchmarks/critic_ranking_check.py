@@ -25,7 +25,13 @@ Printed per run (means over states, ± standard error):
 * ``spearman(Q, r_0)``, ``spearman(Q, |a|)``: whether the critic ranks by the first reward or by
   the action's size; ``fall rate``: the share of rollouts that fall, for the Q-selected candidate
   and on average;
-* ``mean Q`` against ``mean G``: the critic's level against the Monte Carlo values.
+* ``mean Q`` against ``mean G``: the critic's level against the Monte Carlo values;
+* ``spearman(Q, distance to centroid)`` and ``outlier rank``: whether the Q-selected candidate is one
+  of the candidates' tails (the share of the others nearer the candidates' mean; 0.5 is chance).
+
+``--episodes-rules`` also runs the recipe's evaluation episodes with four ways to pick among the
+``C`` candidates: ``random`` (one sample), ``q`` (BDPO's rule), ``central`` (nearest the candidates'
+mean) and ``outlier`` (farthest from it); the last two use no critic.
 
 No figures here are timed; the script runs on one thread.
 """
@@ -44,12 +50,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bdpo_utils import evaluate_env, evaluation_seed  # noqa: E402
 from diagnose_bdpo_run import load_finished_run  # noqa: E402
 
 from torchrl_bdpo import QSelectionPolicy  # noqa: E402
 from torchrl_bdpo.data import load_offline_dataset  # noqa: E402
 from torchrl_bdpo.data.transforms import return_range_scale  # noqa: E402
 from torchrl_bdpo.modules.actor import call_network  # noqa: E402
+from torchrl_bdpo.scores import normalized_score  # noqa: E402
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -86,6 +94,51 @@ def _set_state(env, obs: np.ndarray) -> None:
     qpos = np.concatenate([[0.0], obs[: nq - 1]])
     qvel = obs[nq - 1 : nq - 1 + u.model.nv]
     u.set_state(qpos, qvel)
+
+
+def _distance_to_centroid(cands: torch.Tensor) -> torch.Tensor:
+    """``[*batch, C, A]`` -> ``[*batch, C]``: each candidate's L2 distance to their mean."""
+    return (cands - cands.mean(-2, keepdim=True)).norm(dim=-1)
+
+
+class RuleSelection(QSelectionPolicy):
+    """Draws candidates like :class:`QSelectionPolicy`, then executes the one a ``rule`` picks:
+    ``"q"`` (highest ensemble-mean Q, BDPO's rule), ``"central"`` (nearest to the candidates'
+    mean, no critic), ``"outlier"`` (farthest from it, no critic) or ``"random"`` (the first)."""
+
+    rule = "q"
+
+    @torch.no_grad()
+    def select(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.rule == "q":
+            return super().select(obs)
+        c = self.num_candidates
+        obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
+        cands = self._actor.policy.sample(obs_c, deterministic=not self.stochastic)
+        if self.rule == "random":
+            return cands[..., 0, :]
+        dist = _distance_to_centroid(cands)
+        pick = dist.argmin(-1) if self.rule == "central" else dist.argmax(-1)
+        idx = pick[..., None, None].expand(*pick.shape, 1, cands.shape[-1])
+        return cands.gather(-2, idx).squeeze(-2)
+
+
+def evaluate_rules(trainer, cfg, model: str, num_candidates: int) -> dict:
+    """Normalised score (or return) of each selection rule on the recipe's evaluation episodes."""
+    out = {}
+    task = trainer.task
+    for rule in ("random", "q", "central", "outlier"):
+        policy = RuleSelection.from_loss(trainer.loss, num_candidates, model=model)
+        policy.rule = rule
+        ret = evaluate_env(
+            trainer.eval_env,
+            policy,
+            int(cfg.env.max_episode_steps),
+            seed=evaluation_seed(int(cfg.seed)),
+        )
+        score = normalized_score(ret, ref_min=task.ref_min_score, ref_max=task.ref_max_score)
+        out[rule] = {"return": float(ret.mean()), "score": float(np.mean(score))}
+    return out
 
 
 def rollout_values(
@@ -139,6 +192,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", choices=("behavior", "actor"), default="behavior")
     p.add_argument("--continue-with", choices=("behavior", "actor"), default="behavior")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--episodes-rules",
+        action="store_true",
+        help="also evaluate the selection rules (random, q, central, outlier) on the recipe's episodes",
+    )
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     if args.rollouts < 2 or args.rollouts % 2:
@@ -196,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     g, r0, fell = g.reshape(s, c, r), r0.reshape(s, c, r), fell.reshape(s, c, r)
     g_mean = g.mean(-1)
     size = cands.abs().mean(-1).numpy()
+    spread = _distance_to_centroid(cands).numpy()  # [S, C]
 
     per_state = {
         "spearman_q_g": [_spearman(q_mean[i], g_mean[i]) for i in range(s)],
@@ -205,6 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
         "spearman_q_r0": [_spearman(q_mean[i], r0[i].mean(-1)) for i in range(s)],
         "spearman_q_abs_action": [_spearman(q_mean[i], size[i]) for i in range(s)],
         "spearman_g_abs_action": [_spearman(g_mean[i], size[i]) for i in range(s)],
+        "spearman_q_distance_to_centroid": [_spearman(q_mean[i], spread[i]) for i in range(s)],
+        # share of the other candidates nearer their centroid than the Q-selected one (0.5: chance)
+        "outlier_rank_argmax_q": [
+            float((spread[i] < spread[i, q_mean[i].argmax()]).sum() / (c - 1)) for i in range(s)
+        ],
         "gain_argmax_q": [g_mean[i, q_mean[i].argmax()] - g_mean[i].mean() for i in range(s)],
         "gain_oracle": [g_mean[i].max() - g_mean[i].mean() for i in range(s)],
         "fall_rate_argmax_q": [fell[i, q_mean[i].argmax()].mean() for i in range(s)],
@@ -243,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"  {'mean Q / mean G':>24}: {summary['q_mean']:.2f} / {summary['g_mean']:.2f}   "
         f"within-state range Q {summary['q_range_within_state']:.2f}, G {summary['g_range_within_state']:.2f}"
     )
+    if args.episodes_rules:
+        out["rules"] = evaluate_rules(trainer, cfg, args.model, c)
+        for rule, v in out["rules"].items():
+            print(f"  {'rule ' + rule:>24}: score {v['score']:6.1f}  return {v['return']:7.1f}")
     print(
         f"  {'state rebuild error':>24}: median max|o' - o'_data| = {summary['reconstruction_max_abs_error_median']:.2e}"
     )

@@ -56,6 +56,7 @@ def test_offline_baselines_quick(tmp_path, minari_hopper_dataset):
             "2",
             "--horizon",
             "5",
+            "--episodes-rules",
             "--json",
             str(tmp_path / "ranking.json"),
         ]
@@ -67,6 +68,7 @@ def test_offline_baselines_quick(tmp_path, minari_hopper_dataset):
             -1 <= v <= 1 for v in check["per_state"][name] if v == v
         )  # nan: a constant ranking
     assert 0 <= summary["fall_rate_mean"]["mean"] <= 1
+    assert set(check["rules"]) == {"random", "q", "central", "outlier"}
     assert json.loads((tmp_path / "ranking.json").read_text())["settings"]["candidates"] == 4
 
 
