@@ -479,7 +479,11 @@ def write_report(results: dict, args, out_dir: Path, started: str) -> dict:
 
 
 def merge(paths: list[str], out_dir: Path) -> dict:
-    """One report from several ``results.json`` of the same settings (seeds keyed as strings)."""
+    """One report from several ``results.json`` of the same settings (seeds keyed as strings).
+
+    The files may split one seed's methods between them (runs with different ``--methods``);
+    a method reported twice for the same task and seed is refused.
+    """
     reports = [json.loads(Path(p).read_text()) for p in paths]
     keys = ("steps", "pretrain_steps", "eval_interval", "episodes", "bdpo_overrides")
     first = reports[0]["settings"]
@@ -487,9 +491,16 @@ def merge(paths: list[str], out_dir: Path) -> dict:
         if any(r["settings"][k] != first[k] for k in keys):
             raise SystemExit(f"different settings ({', '.join(keys)}): cannot merge {paths}")
     results: dict = {}
-    for r in reports:
+    for r in reports:  # a seed's methods may come from several files (--methods splits a seed)
         for task, per_seed in r["per_seed"].items():
-            results.setdefault(task, {}).update(per_seed)
+            for seed, methods in per_seed.items():
+                seen = results.setdefault(task, {}).setdefault(seed, {})
+                twice = set(seen) & set(methods)
+                if twice:
+                    raise SystemExit(
+                        f"{task} seed {seed}: {sorted(twice)} in more than one of {paths}"
+                    )
+                seen.update(methods)
     agg = aggregate(results, int(first["best_over_steps_from"]))
     merged = {**reports[0], "aggregate": agg, "per_seed": results, "merged_from": paths}
     merged["settings"] = {

@@ -85,3 +85,39 @@ def test_spearman_matches_scipy():
         got = critic_ranking_check._spearman(x, y)
         assert (np.isnan(expected) and np.isnan(got)) or abs(got - expected) < 1e-12
     assert np.isnan(critic_ranking_check._spearman(np.ones(5), np.arange(5.0)))
+
+
+def test_merge_joins_the_methods_of_one_seed_split_between_runs(tmp_path):
+    import offline_baselines
+
+    settings = {
+        "steps": 30,
+        "pretrain_steps": 10,
+        "eval_interval": 10,
+        "episodes": 1,
+        "bdpo_overrides": [],
+        "best_over_steps_from": 20,
+    }
+
+    def run(method, final, wall_key="total"):
+        timings = (
+            {"run_total": 5.0, "bc_evals": 1.0} if method in ("bdpo", "bc") else {wall_key: 3.0}
+        )
+        return {"curve": [[20, final - 1.0, 10.0], [30, final, 20.0]], "timings_s": timings}
+
+    def write(name, per_seed):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"settings": settings, "per_seed": {"t": per_seed}}))
+        return str(path)
+
+    a = write(
+        "a", {"2": {"bdpo": run("bdpo", 4.0), "bc": run("bc", 6.0), "td3bc": run("td3bc", 8.0)}}
+    )
+    b = write("b", {"2": {"iql": run("iql", 7.0)}, "1": {"iql": run("iql", 5.0)}})
+    merged = offline_baselines.merge([a, b], tmp_path / "out")
+    assert set(merged["per_seed"]["t"]["2"]) == {"bdpo", "bc", "td3bc", "iql"}
+    iql = merged["aggregate"]["t"]["iql"]
+    assert iql["seeds"] == ["1", "2"] and iql["final_score"]["mean"] == 6.0
+    assert merged["aggregate"]["t"]["bdpo"]["final_score"]["values"] == [4.0]
+    with pytest.raises(SystemExit, match="iql"):  # the same method and seed twice
+        offline_baselines.merge([a, b, b], tmp_path / "out2")
