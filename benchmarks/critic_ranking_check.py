@@ -27,7 +27,10 @@ Printed per run (means over states, ± standard error):
   and on average;
 * ``mean Q`` against ``mean G``: the critic's level against the Monte Carlo values;
 * ``spearman(Q, distance to centroid)`` and ``outlier rank``: whether the Q-selected candidate is one
-  of the candidates' tails (the share of the others nearer the candidates' mean; 0.5 is chance).
+  of the candidates' tails (the share of the others nearer the candidates' mean; 0.5 is chance);
+* ``direction consistency``: the length of the mean unit vector from the candidates' mean to the
+  Q-selected candidate over states (1: the critic pushes every state the same way), beside the same
+  figure for a fixed candidate (chance level for this many states).
 
 ``--episodes-rules`` also runs the recipe's evaluation episodes with four ways to pick among the
 ``C`` candidates: ``random`` (one sample), ``q`` (BDPO's rule), ``central`` (nearest the candidates'
@@ -283,6 +286,16 @@ def main(argv: list[str] | None = None) -> dict:
             "sem": float(v.std() / np.sqrt(max(len(v), 1))),
             "n": len(v),
         }
+    # Does the critic push every state's pick the same way? |mean unit deviation| of the
+    # Q-selected candidates from their centroid (1: always the same direction), against
+    # the same figure for a fixed candidate (index 0: what chance gives with S states).
+    dev = cands - cands.mean(-2, keepdim=True)  # [S, C, A]
+    unit = dev / dev.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sel = torch.as_tensor(q_mean.argmax(1))
+    mean_unit = unit[torch.arange(s), sel].mean(0)
+    summary["direction_consistency_argmax_q"] = float(mean_unit.norm())
+    summary["direction_argmax_q"] = [float(x) for x in mean_unit]
+    summary["direction_consistency_chance"] = float(unit[:, 0].mean(0).norm())
     summary["reconstruction_max_abs_error_median"] = float(np.median(recon))
     summary["q_mean"] = float(q_mean.mean())
     summary["g_mean"] = float(g_mean.mean())
@@ -306,6 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"  {'mean Q / mean G':>24}: {summary['q_mean']:.2f} / {summary['g_mean']:.2f}   "
         f"within-state range Q {summary['q_range_within_state']:.2f}, G {summary['g_range_within_state']:.2f}"
+    )
+    print(
+        f"  {'direction consistency':>24}: argmax Q {summary['direction_consistency_argmax_q']:.3f}, "
+        f"a fixed candidate {summary['direction_consistency_chance']:.3f} "
+        f"(mean direction {np.round(summary['direction_argmax_q'], 2).tolist()})"
     )
     if args.episodes_rules:
         out["rules"] = evaluate_rules(trainer, cfg, args.model, c)
