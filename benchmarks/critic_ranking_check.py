@@ -28,6 +28,8 @@ Printed per run (means over states, ± standard error):
 * ``mean Q`` against ``mean G``: the critic's level against the Monte Carlo values;
 * ``spearman(Q, distance to centroid)`` and ``outlier rank``: whether the Q-selected candidate is one
   of the candidates' tails (the share of the others nearer the candidates' mean; 0.5 is chance);
+* ``actor-behavior path KL``: the KL penalty of the critic's target (the EMA actor's reverse paths
+  against the EMA behavior model, per step and summed) on 1 024 dataset next states, and ``η`` times it;
 * ``direction consistency``: the length of the mean unit vector from the candidates' mean to the
   Q-selected candidate over states (1: the critic pushes every state the same way), beside the same
   figure for a fixed candidate (chance level for this many states).
@@ -296,6 +298,15 @@ def main(argv: list[str] | None = None) -> dict:
     summary["direction_consistency_argmax_q"] = float(mean_unit.norm())
     summary["direction_argmax_q"] = [float(x) for x in mean_unit]
     summary["direction_consistency_chance"] = float(unit[:, 0].mean(0).norm())
+    # How far the EMA actor has moved from the EMA behavior model: the path KL P(s') of the
+    # critic's target on dataset next states, and what it costs in value units (eta * P).
+    torch.manual_seed(args.seed)
+    rows_kl = torch.randint(0, data.shape[0], (1024,), generator=gen)
+    with torch.no_grad():
+        _, meta = loss.q_target(data[rows_kl])
+    summary["path_kl_actor_behavior"] = float(meta["penalty"])
+    summary["path_kl_per_step_n1_to_nN"] = [float(x) for x in meta["kl_per_step"]]
+    summary["eta_times_path_kl"] = float(loss.eta) * summary["path_kl_actor_behavior"]
     summary["reconstruction_max_abs_error_median"] = float(np.median(recon))
     summary["q_mean"] = float(q_mean.mean())
     summary["g_mean"] = float(g_mean.mean())
@@ -324,6 +335,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"  {'direction consistency':>24}: argmax Q {summary['direction_consistency_argmax_q']:.3f}, "
         f"a fixed candidate {summary['direction_consistency_chance']:.3f} "
         f"(mean direction {np.round(summary['direction_argmax_q'], 2).tolist()})"
+    )
+    print(
+        f"  {'actor-behavior path KL':>24}: {summary['path_kl_actor_behavior']:.3f} "
+        f"(per step n=1..N {np.round(summary['path_kl_per_step_n1_to_nN'], 3).tolist()}; "
+        f"eta * KL = {summary['eta_times_path_kl']:.3f} value units)"
     )
     if args.episodes_rules:
         out["rules"] = evaluate_rules(trainer, cfg, args.model, c)
