@@ -113,10 +113,9 @@ def _mlp(out_features: int, hidden: list[int]):
 
 
 def build_iql(action_spec, obs_dim: int, s: dict):
-    from tensordict.nn import TensorDictModule
+    from collect_dataset import tanh_normal_actor
     from tensordict.nn.distributions import NormalParamExtractor
-    from torchrl.envs.utils import ExplorationType
-    from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+    from torchrl.modules import ValueOperator
     from torchrl.objectives import IQLLoss, SoftUpdate
 
     act_dim = action_spec.shape[-1]
@@ -126,18 +125,7 @@ def build_iql(action_spec, obs_dim: int, s: dict):
             scale_mapping=f"biased_softplus_{s['default_policy_scale']}", scale_lb=s["scale_lb"]
         ),
     )
-    actor = ProbabilisticActor(
-        TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"],
-        spec=action_spec,
-        distribution_class=TanhNormal,
-        distribution_kwargs={
-            "low": action_spec.space.low,
-            "high": action_spec.space.high,
-            "tanh_loc": False,
-        },
-        default_interaction_type=ExplorationType.RANDOM,
-    )
+    actor = tanh_normal_actor(net, action_spec)  # the SAC collector's actor, IQL's scale settings
     q = ValueOperator(_mlp(1, s["hidden_sizes"]), in_keys=["observation", "action"])
     v = ValueOperator(_mlp(1, s["hidden_sizes"]), in_keys=["observation"], out_keys=["state_value"])
     _init_lazy([actor, q, v], obs_dim, act_dim)

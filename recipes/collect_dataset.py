@@ -128,9 +128,32 @@ def make_env(env_id: str, max_episode_steps: int, reward_sum: bool = True):
 
 
 # -------------------------------------------------------------------------------- SAC
+def tanh_normal_actor(loc_scale: torch.nn.Module, action_spec):
+    """A ``ProbabilisticActor`` drawing ``TanhNormal`` actions within ``action_spec``'s bounds.
+
+    ``loc_scale`` maps ``observation`` ``[*B, O]`` to ``(loc, scale)`` ``[*B, A]`` each (e.g. an MLP
+    followed by a ``NormalParamExtractor``); ``tanh_loc`` off, random actions by default.
+    """
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+
+    return ProbabilisticActor(
+        TensorDictModule(loc_scale, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low,
+            "high": action_spec.space.high,
+            "tanh_loc": False,
+        },
+        return_log_prob=False,
+        default_interaction_type="random",
+    )
+
+
 def make_sac(cfg: DictConfig, env):
     """Actor (``ProbabilisticActor`` + ``TanhNormal``), twin critics and ``SACLoss``."""
-    from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+    from torchrl.modules import MLP, ValueOperator
     from torchrl.objectives import SACLoss
 
     action_spec = (
@@ -142,23 +165,9 @@ def make_sac(cfg: DictConfig, env):
         num_cells=list(cfg.sac.actor_hidden),
         activation_class=torch.nn.ReLU,
     )
-    actor_module = TensorDictModule(
+    actor = tanh_normal_actor(
         torch.nn.Sequential(actor_mlp, NormalParamExtractor(scale_mapping="biased_softplus_1.0")),
-        in_keys=["observation"],
-        out_keys=["loc", "scale"],
-    )
-    actor = ProbabilisticActor(
-        actor_module,
-        in_keys=["loc", "scale"],
-        spec=action_spec,
-        distribution_class=TanhNormal,
-        distribution_kwargs={
-            "low": action_spec.space.low,
-            "high": action_spec.space.high,
-            "tanh_loc": False,
-        },
-        return_log_prob=False,
-        default_interaction_type="random",
+        action_spec,
     )
     qnet = MLP(
         out_features=1, num_cells=list(cfg.sac.critic_hidden), activation_class=torch.nn.ReLU
