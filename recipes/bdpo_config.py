@@ -77,6 +77,11 @@ class DataSettings:
         "null: a missing D4RL dataset is downloaded into data.d4rl_root, Minari ids are read "
         "locally only | true: download both when missing | false: never download"
     )
+    sample_block: int = setting(
+        "batches drawn per replay-buffer call (uniform with replacement: the same batch "
+        "distribution; one call per block saves ~0.1-0.5 ms per update on CPU); 1: one call per update",
+        **_at_least(1),
+    )
 
 
 @dataclass

@@ -90,7 +90,7 @@ def _import_runtime_modules() -> None:
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, make_update_steps
     global set_threads_and_device, uses_cuda_graphs
-    global CheckpointError, CheckpointStore, GlobalRNGState, non_finite_entries
+    global BlockSampler, CheckpointError, CheckpointStore, GlobalRNGState, non_finite_entries
     global tensordict_fingerprint, EVAL_COUNTERS, eval_line, run_summary
     import numpy as np
     import torch
@@ -118,7 +118,7 @@ def _import_runtime_modules() -> None:
         non_finite_entries,
         tensordict_fingerprint,
     )
-    from torchrl_bdpo.data import DatasetUnavailableError, DatasetValidationError
+    from torchrl_bdpo.data import BlockSampler, DatasetUnavailableError, DatasetValidationError
     from torchrl_bdpo.scores import normalized_score
 
     USER_ERRORS = (ConfigError, RunDirError, DatasetUnavailableError, DatasetValidationError)
@@ -142,6 +142,7 @@ CHECKPOINT_KEYS = (
     "evals",
     "wall_time",
     "rng",
+    "batches",
 )
 
 
@@ -177,6 +178,9 @@ class BDPOTrainer:
         # (update, path) of the newest good checkpoint, None before the first one
         self.last_checkpoint: tuple[int, Path] | None = None
         self.buffer = make_replay_buffer(self.task, cfg, self.device)
+        self.batches = BlockSampler(
+            self.buffer, int(cfg.optim.batch_size), int(cfg.data.sample_block)
+        )
         self.loss = make_loss_module(cfg, self.task, self.device)
         self.updaters = make_target_updaters(self.loss, cfg)
         self.opts, self.scheds = make_optimizers(self.loss, cfg)
@@ -263,7 +267,7 @@ class BDPOTrainer:
         o = self.cfg.optim
         if self.cuda_graphs:  # a new step: the previous step's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        batch = self.buffer.sample()
+        batch = self.batches.sample()
         out: dict[str, torch.Tensor] = {}
         if self.step < self.pretrain_steps:
             lb, gb = self.steps.behavior(batch)
@@ -349,6 +353,7 @@ class BDPOTrainer:
             "wall_time": self.wall_time,
             "logger_run_id": self.logger_run_id,
             "rng": GlobalRNGState().state_dict(),
+            "batches": self.batches.state_dict(),  # the current block's batches still to come
         }
 
     def save_checkpoint(self) -> Path:
@@ -397,6 +402,7 @@ class BDPOTrainer:
         self.wall_time = float(state["wall_time"])
         self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
         GlobalRNGState().load_state_dict(state["rng"])
+        self.batches.load_state_dict(state["batches"])
         self.last_checkpoint = (self.step, path)
         log.info("Resumed from %s at update %d.", path, self.step)
 

@@ -15,6 +15,7 @@ from minari_building import build_minari_dataset
 from tensordict import TensorDict
 
 from torchrl_bdpo.data import (
+    BlockSampler,
     DatasetUnavailableError,
     DatasetValidationError,
     OfflineDataset,
@@ -563,6 +564,61 @@ def test_offline_replay_buffer_samples_dataset_rows():
         ValueError, match="batch_size=7 must be between 1 and the number of transitions"
     ):
         make_offline_replay_buffer(td, batch_size=7)
+
+
+@pytest.mark.filterwarnings("ignore:Got conflicting batch_sizes")
+def test_block_sampler_splits_one_buffer_draw_into_batches_in_order():
+    td = _transitions(num=50)
+    rb = make_offline_replay_buffer(td, batch_size=4)
+    torch.manual_seed(3)
+    rows = rb.sample(batch_size=12)["index"]  # what one call for a block of 3 batches draws
+    torch.manual_seed(3)
+    batches = BlockSampler(rb, batch_size=4, block=3)
+    got = [batches.sample() for _ in range(3)]
+    for i, batch in enumerate(got):
+        assert batch.batch_size == torch.Size([4])
+        torch.testing.assert_close(batch["index"], rows[4 * i : 4 * i + 4])
+        torch.testing.assert_close(batch["observation"], td["observation"][batch["index"]])
+        torch.testing.assert_close(batch["next", "reward"], td["next", "reward"][batch["index"]])
+    # block=1 draws every batch on its own: the buffer's own sample() sequence
+    torch.manual_seed(5)
+    plain = [rb.sample()["index"] for _ in range(3)]
+    torch.manual_seed(5)
+    single = BlockSampler(rb, batch_size=4, block=1)
+    for expected in plain:
+        torch.testing.assert_close(single.sample()["index"], expected)
+
+
+def test_block_sampler_rows_are_uniform_over_the_dataset():
+    td = _transitions(num=10)
+    batches = BlockSampler(make_offline_replay_buffer(td, batch_size=8), batch_size=8, block=16)
+    torch.manual_seed(0)
+    index = torch.cat([batches.sample()["index"] for _ in range(1250)])  # 10,000 rows
+    counts = torch.bincount(index, minlength=10).double()
+    chi2 = ((counts - 1000.0) ** 2 / 1000.0).sum().item()
+    assert chi2 < 27.9  # chi-square, 9 degrees of freedom: p = 0.001
+
+
+def test_block_sampler_state_continues_with_the_same_batches():
+    td = _transitions(num=40)
+    rb = make_offline_replay_buffer(td, batch_size=4)
+    torch.manual_seed(1)
+    batches = BlockSampler(rb, batch_size=4, block=5)
+    batches.sample(), batches.sample()
+    state = batches.state_dict()
+    assert state["index"].shape == (3, 4) and state["index"].dtype == torch.long
+    rest = [batches.sample() for _ in range(3)]
+    resumed = BlockSampler(rb, batch_size=4, block=5)
+    resumed.load_state_dict(state)
+    for a, b in zip(rest, [resumed.sample() for _ in range(3)]):
+        assert (a == b).all()
+    assert batches.state_dict()["index"].shape == (0, 4)  # the block is used up
+    resumed.load_state_dict(batches.state_dict())
+    assert resumed.sample().batch_size == torch.Size([4])  # a new block
+    with pytest.raises(ValueError, match=r"must have shape \[r, 4\]"):
+        resumed.load_state_dict({"index": torch.zeros(2, 3, dtype=torch.long)})
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        BlockSampler(rb, batch_size=4, block=0)
 
 
 # ----------------------------------------------------------------------------- scores

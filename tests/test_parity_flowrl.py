@@ -401,7 +401,7 @@ def test_actor_and_behavior_losses_and_gradients(rec, meta, monkeypatch, case, g
 
 # ---------------------------------------------------------------- training steps
 class RecordedBatches:
-    """A replay buffer stand-in that serves flow-rl's batches in order."""
+    """A batch-sampler stand-in (the trainer's ``batches``) that serves flow-rl's batches in order."""
 
     def __init__(self, rec: dict, count: int) -> None:
         self.batches = [batch_td(rec, f"train/batch/{i:02d}") for i in range(count)]
@@ -447,7 +447,7 @@ def recipe_trainer(rec: dict, meta: dict, loss: BDPOLoss):
     load_all(loss, rec)  # the updaters copied online -> target: restore flow-rl's targets
     trainer.opts, trainer.scheds = make_optimizers(loss, cfg)
     trainer.pretrain_steps, trainer.step, trainer.actor_initialized = t["pretrain"], 0, False
-    trainer.buffer = RecordedBatches(rec, t["pretrain"] + t["train"])
+    trainer.batches = RecordedBatches(rec, t["pretrain"] + t["train"])
     trainer.no_bad_step = torch.full((), -1, dtype=torch.long)
     trainer.bad_steps, trainer.cuda_graphs = {}, False
     trainer._update_fns()

@@ -8,8 +8,12 @@ from test_recipe import _toy, bdpo_offline  # test_recipe puts recipes/ on sys.p
 
 pytestmark = pytest.mark.slow  # end to end: excluded from the unit loop (-m 'not slow')
 
-#: Measured on the tiny toy settings below: losses within 1.7 % of float32 after 40 updates.
-RTOL = 3e-2
+#: Measured on the tiny toy settings below (40 updates, seeds 0-5, the recipe's block sampling):
+#: the mean relative deviation of the losses from float32 is 0.23-0.37 %, the largest single one
+#: 1.2-4.3 % (a small V or actor loss late in the run); seeds 0-3 with one buffer call per update
+#: gave up to 4.1 %.
+RTOL = 6e-2
+MEAN_RTOL = 1e-2
 
 
 def _losses(tmp_path, precision: str) -> list[dict[str, float]]:
@@ -33,12 +37,14 @@ def _losses(tmp_path, precision: str) -> list[dict[str, float]]:
 
 def test_bf16_losses_track_fp32_and_weights_stay_fp32(tmp_path):
     fp32, low = _losses(tmp_path, "fp32"), _losses(tmp_path, "bf16")
-    seen = set()
+    seen, deviations = set(), []
     for i, (a, b) in enumerate(zip(fp32, low)):
         assert a.keys() == b.keys(), i
         for key, value in a.items():
             seen.add(key)
-            assert abs(b[key] - value) <= RTOL * abs(value), (i, key, value, b[key])
+            deviations.append(abs(b[key] - value) / abs(value))
+            assert deviations[-1] <= RTOL, (i, key, value, b[key])
+    assert sum(deviations) / len(deviations) <= MEAN_RTOL
     assert seen == {"loss_behavior", "loss_qvalue", "loss_value", "loss_actor"}
     # bfloat16 really ran: the values differ
     assert any(

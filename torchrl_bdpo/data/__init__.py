@@ -9,6 +9,7 @@ bool ``[T, 1]`` (``done = terminated | truncated``).
 
 from __future__ import annotations
 
+from .batch_blocks import BlockSampler
 from .d4rl_hdf5 import d4rl_datasets_dir, read_d4rl_hdf5
 from .d4rl_loader import d4rl_cache_dir, d4rl_eval_env_id, load_d4rl_dataset, load_d4rl_hdf5
 from .dataset import OfflineDataset
@@ -28,6 +29,7 @@ from .validation import validate_transitions
 
 __all__ = [
     "TED_KEYS",
+    "BlockSampler",
     "DatasetUnavailableError",
     "DatasetValidationError",
     "OfflineDataset",
