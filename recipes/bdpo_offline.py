@@ -222,7 +222,14 @@ class BDPOTrainer:
 
     # ---------------------------------------------------------------- updates
     def _update_fns(self) -> None:
-        """The three update steps (loss, backward, clipping, Adam, EMA), shared with the benchmark."""
+        """The three update steps (loss, backward, clipping, Adam, EMA), shared with the benchmark.
+        With ``compile=true`` a step whose learning rate is constant (no schedule: the behavior
+        model's) is compiled whole, the others' losses only (a scheduled learning rate would
+        recompile a compiled Adam step); CUDA-graph modes compile losses only."""
+        scope = {
+            group: "losses" if group in self.scheds or self.cuda_graphs else "steps"
+            for group in ("behavior", "critic", "actor")
+        }
         self.steps = make_update_steps(
             self.loss,
             self.opts,
@@ -232,6 +239,7 @@ class BDPOTrainer:
             precision=str(self.cfg.get("precision", "fp32")),
             compile=bool(self.cfg.compile),
             compile_mode=str(self.cfg.compile_mode),
+            compile_scope=scope,
         )
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:

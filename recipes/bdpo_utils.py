@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -426,7 +426,7 @@ def make_update_steps(
     precision: str = "fp32",
     compile: bool = False,
     compile_mode: str = "default",
-    compile_scope: str = "losses",
+    compile_scope: str | Mapping[str, str] = "losses",
     strict_compile: bool = False,
 ) -> UpdateSteps:
     """The update steps of the recipe and of ``benchmarks/bench_bdpo.py``: loss -> backward ->
@@ -437,16 +437,24 @@ def make_update_steps(
             :func:`make_target_updaters` (keys ``behavior``, ``critic``, ``actor``).
         precision: ``"bf16"`` runs the losses' forward passes under bfloat16 autocast (weights,
             gradients, Adam and EMA stay float32).
-        compile_scope: what ``torch.compile`` captures when ``compile``: ``"losses"`` (the
-            recipe's) compiles each loss's forward, and through AOTAutograd its backward, while
-            clipping, Adam and EMA stay eager, because the recipe's cosine schedules change
-            Adam's learning rate every step (a compiled Adam step would recompile);
-            ``"steps"`` (the benchmark's, fixed learning rates) compiles whole steps.
+        compile_scope: what ``torch.compile`` captures when ``compile``, for every step or per
+            step (``{"behavior": ..., "critic": ..., "actor": ...}``): ``"losses"`` compiles the
+            loss's forward, and through AOTAutograd its backward, while clipping, Adam and EMA
+            stay eager, for steps whose learning rate changes every update (the recipe's cosine
+            schedules: a compiled Adam step would recompile); ``"steps"`` compiles the whole
+            step (constant learning rates: the recipe's behavior steps, the benchmark's).
         strict_compile: a compile failure raises (a benchmark must not time eager code as
             compiled); otherwise that function runs eagerly, with a warning.
     """
-    if compile_scope not in ("losses", "steps"):
-        raise ValueError(f"compile_scope must be 'losses' or 'steps', got {compile_scope!r}.")
+    groups = ("behavior", "critic", "actor")
+    scopes = (
+        dict.fromkeys(groups, compile_scope) if isinstance(compile_scope, str) else compile_scope
+    )
+    if set(scopes) - set(groups) or any(v not in ("losses", "steps") for v in scopes.values()):
+        raise ValueError(
+            f"compile_scope must be 'losses' or 'steps', or a mapping of {groups} to them, "
+            f"got {compile_scope!r}."
+        )
     autocast = precision_autocast(device, precision)
     params = {
         name: trainable(getattr(loss, f"{name}_network_params"))
@@ -470,10 +478,12 @@ def make_update_steps(
             value, meta = loss.actor_loss(batch)
         return value.float(), meta
 
-    if compile and compile_scope == "losses":
-        behavior_loss, critic_losses, actor_loss = compiled(
-            (behavior_loss, critic_losses, actor_loss)
-        )
+    losses = {"behavior": behavior_loss, "critic": critic_losses, "actor": actor_loss}
+    if compile:
+        for group in groups:
+            if scopes.get(group, "losses") == "losses":
+                (losses[group],) = compiled((losses[group],))
+    behavior_loss, critic_losses, actor_loss = losses.values()
 
     def optimise(group: str, value: torch.Tensor, *param_lists) -> list[torch.Tensor]:
         opt = optimizers[group]
@@ -499,10 +509,12 @@ def make_update_steps(
         (norm,) = optimise("actor", value, params["actor"])
         return value.detach(), norm, meta
 
-    steps = (behavior, critic, actor)
-    if compile and compile_scope == "steps":
-        steps = compiled(steps)
-    return UpdateSteps(*steps)
+    steps = {"behavior": behavior, "critic": critic, "actor": actor}
+    if compile:
+        for group in groups:
+            if scopes.get(group, "losses") == "steps":
+                (steps[group],) = compiled((steps[group],))
+    return UpdateSteps(**steps)
 
 
 # ------------------------------------------------------------------------ evaluation

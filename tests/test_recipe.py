@@ -288,6 +288,32 @@ def test_compiled_run_equals_eager_run(tmp_path, caplog):
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_compile_scope_per_step(tmp_path, monkeypatch):
+    """compile=true compiles the behavior step whole (constant learning rate) and only the losses
+    of the critic and actor steps (cosine schedules); a bad scope is refused by name."""
+    compiled_names: list[str] = []
+
+    def record(fns, mode, *, strict=False):
+        compiled_names.extend(fn.__name__ for fn in fns)
+        return list(fns)
+
+    monkeypatch.setattr(bdpo_utils, "compile_functions", record)
+    bdpo_offline.BDPOTrainer(_toy("compile=true"), tmp_path / "run")
+    assert sorted(compiled_names) == ["actor_loss", "behavior", "critic_losses"]
+    compiled_names.clear()
+    bdpo_offline.BDPOTrainer(_toy("compile=false"), tmp_path / "eager")
+    assert compiled_names == []
+    trainer = bdpo_offline.BDPOTrainer(_toy(), tmp_path / "scopes")
+    with pytest.raises(ValueError, match="compile_scope must be 'losses' or 'steps'"):
+        bdpo_utils.make_update_steps(
+            trainer.loss,
+            trainer.opts,
+            trainer.updaters,
+            trainer.device,
+            compile_scope={"behavior": "whole"},
+        )
+
+
 def test_a_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
     """A function that fails to compile runs eagerly (one warning); other errors propagate."""
     import bdpo_utils
