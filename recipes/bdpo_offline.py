@@ -13,6 +13,7 @@ the path of the run's ``summary.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -244,9 +245,10 @@ class BDPOTrainer:
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:
         """Records, per loss, the first update where it or its gradient norm was non-finite (no host sync)."""
-        finite = torch.stack([torch.isfinite(v).all() for v in values]).all()
+        # the values are 0-d: their sum is finite iff each is (short of an overflow past 3e38)
+        finite = torch.isfinite(functools.reduce(torch.add, values))
         bad = self.bad_steps.get(name, self.no_bad_step)
-        self.bad_steps[name] = torch.where(~finite & (bad < 0), self.step, bad)
+        self.bad_steps[name] = torch.where(finite | (bad >= 0), bad, self.step)
 
     def _check_finite(self) -> None:
         """Raises :class:`NumericalError` naming the loss and update (one host sync)."""
