@@ -13,7 +13,6 @@ the path of the run's ``summary.json``.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -86,7 +85,8 @@ def _import_runtime() -> None:
 
 
 def _import_runtime_modules() -> None:
-    global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, progress_display, stop_on_signals
+    global np, torch, USER_ERRORS, QSelectionPolicy, MetricWindow, NonFiniteWatch
+    global progress_display, stop_on_signals
     global evaluate_env, evaluation_seed, normalized_score
     global make_eval_env, make_loss_module, make_optimizers, make_replay_buffer
     global make_target_updaters, make_task_data, make_update_steps
@@ -110,7 +110,7 @@ def _import_runtime_modules() -> None:
     )
     from run_summary import EVAL_COUNTERS, eval_line, run_summary
     from torchrl.checkpoint import GlobalRNGState
-    from training_loop import MetricWindow, progress_display, stop_on_signals
+    from training_loop import MetricWindow, NonFiniteWatch, progress_display, stop_on_signals
 
     from torchrl_bdpo import QSelectionPolicy
     from torchrl_bdpo.checkpoint import (
@@ -215,10 +215,9 @@ class BDPOTrainer:
                 device=self.device,
                 env_spec=self.task.env_spec,
             )
-        # per loss: first update with a non-finite value/gradient (-1: none), kept on device
-        self.no_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self.bad_steps: dict[str, torch.Tensor] = {}
         self.cuda_graphs = uses_cuda_graphs(cfg, self.device)
+        # per loss: the first update with a non-finite value or gradient norm (no host sync)
+        self.watch = NonFiniteWatch(copy=self.cuda_graphs)
         self._update_fns()
 
     # ---------------------------------------------------------------- updates
@@ -244,19 +243,12 @@ class BDPOTrainer:
         )
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:
-        """Records, per loss, the first update where it or its gradient norm was non-finite (no host sync)."""
-        # the values are 0-d: their sum is finite iff each is (short of an overflow past 3e38)
-        finite = torch.isfinite(functools.reduce(torch.add, values))
-        bad = self.bad_steps.get(name, self.no_bad_step)
-        self.bad_steps[name] = torch.where(finite | (bad >= 0), bad, self.step)
+        """Watches a loss and its gradient norms for non-finite values (no op, no host sync)."""
+        self.watch.add(self.step, name, *values)
 
     def _check_finite(self) -> None:
         """Raises :class:`NumericalError` naming the loss and update (one host sync)."""
-        if not self.bad_steps:
-            return
-        names = list(self.bad_steps)
-        steps = torch.stack([self.bad_steps[n] for n in names]).tolist()
-        bad = [(s, n) for s, n in zip(steps, names) if s >= 0]
+        bad = self.watch.first_bad()
         if bad:
             step = min(s for s, _ in bad)
             name = ", ".join(n for s, n in bad if s == step)  # in update order
@@ -423,7 +415,9 @@ class BDPOTrainer:
         cfg = self.cfg
         ckpt_every, eval_every = int(cfg.checkpoint.interval), int(cfg.eval.interval)
         phase_ends = (self.pretrain_steps, self.total_steps)
-        window = MetricWindow(logger, int(cfg.logger.log_interval), phase_ends, self.step)
+        window = MetricWindow(
+            logger, int(cfg.logger.log_interval), phase_ends, self.step, copy=self.cuda_graphs
+        )
         t_start = time.time() - self.wall_time
         with (
             stop_on_signals() as stop,

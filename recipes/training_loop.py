@@ -50,29 +50,79 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
-class MetricWindow:
-    """Scalar outputs summed on the device between two log lines, logged as their means (an
-    output produced only on some updates, e.g. the actor's, is averaged over those), handed to
-    TorchRL's ``Logger.log_metrics`` (one host sync per log line); a vector (``kl_per_step``) is
-    logged entry by entry (``name/1..N``).
+#: updates whose outputs :class:`MetricWindow` and :class:`NonFiniteWatch` keep before folding them
+FOLD_EVERY = 1024
+
+
+def _kept(value: torch.Tensor, copy: bool) -> torch.Tensor:
+    """A reference to an update's output for later reduction (a copy for CUDA-graph outputs, which
+    the next update overwrites)."""
+    if value.requires_grad:
+        value = value.detach()
+    return value.clone() if copy else value
+
+
+class _Deferred:
+    """Per-name lists of kept per-update items (``self.pending``), reduced by ``_fold(name)``
+    every :data:`FOLD_EVERY` items and on demand (:meth:`_fold_all`)."""
+
+    pending: dict[str, list]
+
+    def _keep(self, name: str, item) -> None:
+        entries = self.pending.setdefault(name, [])
+        entries.append(item)
+        if len(entries) >= FOLD_EVERY:
+            self._fold(name)
+
+    def _take(self, name: str) -> list:
+        return self.pending.pop(name, None) or []
+
+    def _fold_all(self) -> None:
+        for name in list(self.pending):
+            self._fold(name)
+
+    def _fold(self, name: str) -> None:
+        raise NotImplementedError
+
+
+class MetricWindow(_Deferred):
+    """Scalar outputs averaged between two log lines, handed to TorchRL's ``Logger.log_metrics``
+    (one host sync per log line); an output produced only on some updates (the actor's) is averaged
+    over those; a vector (``kl_per_step``) is logged entry by entry (``name/1..N``).
+
+    No tensor op runs per update: :meth:`add` keeps references to the update's outputs, and one
+    ``stack``/``sum`` per metric folds them at :meth:`flush` (and every :data:`FOLD_EVERY` updates).
 
     Args:
-        logger: a TorchRL logger, or ``None`` (nothing is accumulated).
+        logger: a TorchRL logger, or ``None`` (nothing is kept).
         every (int): log every ``every`` updates, and at ``boundaries`` (phase ends).
         boundaries: update counts that always get a log line.
+        step (int): the update count at the start.
+        copy (bool): keep copies of the outputs (CUDA graphs overwrite them at the next update).
     """
 
-    def __init__(self, logger, every: int, boundaries: tuple[int, ...], step: int) -> None:
+    def __init__(
+        self, logger, every: int, boundaries: tuple[int, ...], step: int, copy: bool = False
+    ) -> None:
         self.logger, self.every, self.boundaries = logger, max(1, int(every)), boundaries
-        self.sums: dict[str, list] = {}
+        self.copy = copy
+        self.pending: dict[str, list[torch.Tensor]] = {}
+        self.sums: dict[str, list] = {}  # name -> [float32 sum (flat), count]
         self.t, self.step = time.time(), step
 
     def add(self, phase: str, outputs: dict[str, torch.Tensor]) -> None:
         if self.logger is None:
             return
         for key, value in outputs.items():
-            acc = self.sums.setdefault(f"{phase}/{key}", [0.0, 0])
-            acc[0], acc[1] = acc[0] + value.detach().float().reshape(-1), acc[1] + 1
+            self._keep(f"{phase}/{key}", _kept(value, self.copy))
+
+    def _fold(self, name: str) -> None:
+        entries = self._take(name)
+        if not entries:
+            return
+        total = torch.stack(entries).float().reshape(len(entries), -1).sum(0)
+        acc = self.sums.setdefault(name, [0.0, 0])
+        acc[0], acc[1] = acc[0] + total, acc[1] + len(entries)
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step in self.boundaries
@@ -82,6 +132,7 @@ class MetricWindow:
         now = time.time()
         rate = (step - self.step) / max(now - self.t, 1e-9)
         self.t, self.step = now, step
+        self._fold_all()
         if self.logger is None or not self.sums:
             return
         metrics: dict = {}
@@ -94,6 +145,62 @@ class MetricWindow:
         metrics[f"{phase}/updates_per_s"] = rate
         self.sums.clear()
         self.logger.log_metrics(metrics, step=step)  # TorchRL's: one host sync for all values
+
+
+class NonFiniteWatch(_Deferred):
+    """Per watched loss, the first update at which it or its gradient norm was non-finite, with no
+    host sync and no tensor op per update: :meth:`add` keeps references to the update's 0-d values;
+    every :data:`FOLD_EVERY` updates of a name, and in :meth:`first_bad`, one ``stack`` and a few
+    reductions fold them into a first-bad-update tensor (``-1``: none) on their device.
+
+    Args:
+        copy (bool): keep copies of the values (CUDA graphs overwrite them at the next update).
+
+    Examples:
+        >>> watch = NonFiniteWatch()
+        >>> for step, loss in enumerate([1.0, 2.0, float("nan"), float("inf")]):
+        ...     watch.add(step, "loss_q", torch.tensor(loss), torch.tensor(0.5))
+        >>> watch.first_bad()
+        [(2, 'loss_q')]
+    """
+
+    NONE = -1
+
+    def __init__(self, copy: bool = False) -> None:
+        self.copy = copy
+        self.pending: dict[str, list[tuple[int, tuple[torch.Tensor, ...]]]] = {}
+        self.first: dict[str, torch.Tensor] = {}
+        self.order: list[str] = []  # names in the order an update watches them
+
+    def add(self, step: int, name: str, *values: torch.Tensor) -> None:
+        """Watches ``values`` (0-d tensors: a loss and its gradient norms) of update ``step``."""
+        if name not in self.pending and name not in self.first:
+            self.order.append(name)
+        self._keep(name, (step, tuple(_kept(v, self.copy) for v in values)))
+
+    def _fold(self, name: str) -> None:
+        entries = self._take(name)
+        if not entries:
+            return
+        values = torch.stack([v.float() for _, vals in entries for v in vals])
+        finite = torch.isfinite(values.reshape(len(entries), -1)).all(dim=1)
+        steps = torch.tensor([s for s, _ in entries], device=values.device)
+        never = torch.iinfo(steps.dtype).max
+        first = torch.where(finite, never, steps).min()
+        first = torch.where(first == never, self.NONE, first)
+        previous = self.first.get(name)
+        self.first[name] = (
+            first if previous is None else torch.where(previous >= 0, previous, first)
+        )
+
+    def first_bad(self) -> list[tuple[int, str]]:
+        """``(update, name)`` of every name that went non-finite, in watch order (one host sync)."""
+        self._fold_all()
+        names = [n for n in self.order if n in self.first]
+        if not names:
+            return []
+        steps = torch.stack([self.first[n] for n in names]).tolist()
+        return [(s, n) for s, n in zip(steps, names) if s >= 0]
 
 
 @contextlib.contextmanager

@@ -418,6 +418,7 @@ def recipe_trainer(rec: dict, meta: dict, loss: BDPOLoss):
     from bdpo_offline import BDPOTrainer
     from bdpo_utils import make_optimizers, make_target_updaters
     from hydra import compose, initialize_config_dir
+    from training_loop import NonFiniteWatch
 
     t = meta["train"]
     overrides = [
@@ -448,8 +449,7 @@ def recipe_trainer(rec: dict, meta: dict, loss: BDPOLoss):
     trainer.opts, trainer.scheds = make_optimizers(loss, cfg)
     trainer.pretrain_steps, trainer.step, trainer.actor_initialized = t["pretrain"], 0, False
     trainer.batches = RecordedBatches(rec, t["pretrain"] + t["train"])
-    trainer.no_bad_step = torch.full((), -1, dtype=torch.long)
-    trainer.bad_steps, trainer.cuda_graphs = {}, False
+    trainer.watch, trainer.cuda_graphs = NonFiniteWatch(), False
     trainer._update_fns()
     return trainer
 
