@@ -26,8 +26,10 @@ The components and the update steps come from the training recipe's builders
 (``make_loss_module``, ``make_target_updaters``, ``make_update_steps``); ``make_bench_components``
 + ``make_update_fns`` are importable for tests and other scripts. The recipe's own updates
 differ in two ways: they also step the learning-rate schedules, and with ``compile=true`` they
-compile the loss computations (forward and backward) only (``compile_scope="losses"``), with
-clipping, Adam and EMA eager, where ``compile`` mode here compiles whole steps (``"steps"``).
+compile only the loss computations (forward and backward) of the critic and actor steps
+(``compile_scope="losses"``: clipping, Adam and EMA eager), where ``compile`` mode here compiles
+every step whole (``"steps"``; the recipe does so for its behavior step, whose learning rate is
+constant). ``benchmarks/recipe_vs_bench.py`` times the recipe's loop against these steps.
 """
 
 from __future__ import annotations

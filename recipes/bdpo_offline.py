@@ -216,7 +216,7 @@ class BDPOTrainer:
                 env_spec=self.task.env_spec,
             )
         self.cuda_graphs = uses_cuda_graphs(cfg, self.device)
-        # per loss: the first update with a non-finite value or gradient norm (no host sync)
+        # per loss: the first update with a non-finite value or gradient norm (no sync per update)
         self.watch = NonFiniteWatch(copy=self.cuda_graphs)
         self._update_fns()
 
@@ -243,7 +243,7 @@ class BDPOTrainer:
         )
 
     def _watch(self, name: str, *values: torch.Tensor) -> None:
-        """Watches a loss and its gradient norms for non-finite values (no op, no host sync)."""
+        """Watches a loss and its gradient norms for non-finite values (no tensor op here)."""
         self.watch.add(self.step, name, *values)
 
     def _check_finite(self) -> None:

@@ -151,7 +151,8 @@ class NonFiniteWatch(_Deferred):
     """Per watched loss, the first update at which it or its gradient norm was non-finite, with no
     host sync and no tensor op per update: :meth:`add` keeps references to the update's 0-d values;
     every :data:`FOLD_EVERY` updates of a name, and in :meth:`first_bad`, one ``stack`` and a few
-    reductions fold them into a first-bad-update tensor (``-1``: none) on their device.
+    reductions fold them into a first-bad-update tensor (``-1``: none) on their device (on a GPU
+    the fold's update numbers are one small host-to-device copy).
 
     Args:
         copy (bool): keep copies of the values (CUDA graphs overwrite them at the next update).

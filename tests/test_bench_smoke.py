@@ -126,3 +126,31 @@ def test_side_by_side_interleaves_blocks_and_reports_median_ratios(bench, tmp_pa
     assert row["median"] == pytest.approx(sum(expected) / 2)
     assert report["ratios"]["eager"]["sample_ms_b1"]["lower_is_better"]
     assert json.loads((tmp_path / "sbs.json").read_text())["ratios"]
+
+
+def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys):
+    """benchmarks/recipe_vs_bench.py on the local Hopper data, eager, tiny: structure only."""
+    sys.path.insert(0, str(BENCH.parent))
+    import recipe_vs_bench
+
+    out = tmp_path / "rvb.json"
+    result = recipe_vs_bench.main(
+        [
+            f"--dataset={minari_hopper_dataset}",
+            "--eager",
+            "--updates=6",
+            "--rounds=2",
+            "--warmup=2",
+            "--log-interval=3",
+            f"--json={out}",
+            "optim.batch_size=16",
+            "diffusion.hidden_sizes=[16,16]",
+        ]
+    )
+    assert json.loads(out.read_text()) == result
+    assert len(result["rounds"]) == 2
+    for r in result["rounds"]:
+        assert r["recipe"] > 0 and r["bench"] > 0
+        assert math.isclose(r["ratio"], r["recipe"] / r["bench"])
+    assert result["conditions"]["dataset"] == minari_hopper_dataset
+    assert "median recipe / bench" in capsys.readouterr().out
