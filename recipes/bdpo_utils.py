@@ -447,14 +447,15 @@ def make_update_steps(
             compiled); otherwise that function runs eagerly, with a warning.
     """
     groups = ("behavior", "critic", "actor")
-    scopes = (
+    given = (
         dict.fromkeys(groups, compile_scope) if isinstance(compile_scope, str) else compile_scope
     )
-    if set(scopes) - set(groups) or any(v not in ("losses", "steps") for v in scopes.values()):
+    if set(given) - set(groups) or any(v not in ("losses", "steps") for v in given.values()):
         raise ValueError(
             f"compile_scope must be 'losses' or 'steps', or a mapping of {groups} to them, "
             f"got {compile_scope!r}."
         )
+    scopes = {g: given.get(g, "losses") for g in groups}
     autocast = precision_autocast(device, precision)
     params = {
         name: trainable(getattr(loss, f"{name}_network_params"))
@@ -478,12 +479,15 @@ def make_update_steps(
             value, meta = loss.actor_loss(batch)
         return value.float(), meta
 
-    losses = {"behavior": behavior_loss, "critic": critic_losses, "actor": actor_loss}
-    if compile:
-        for group in groups:
-            if scopes.get(group, "losses") == "losses":
-                (losses[group],) = compiled((losses[group],))
-    behavior_loss, critic_losses, actor_loss = losses.values()
+    def compiled_where(scope: str, fns: dict[str, Callable]) -> dict[str, Callable]:
+        """``fns`` with those of the groups whose compile scope is ``scope`` compiled."""
+        chosen = [g for g in groups if compile and scopes[g] == scope]
+        return {**fns, **dict(zip(chosen, compiled([fns[g] for g in chosen])))}
+
+    losses = compiled_where(
+        "losses", {"behavior": behavior_loss, "critic": critic_losses, "actor": actor_loss}
+    )
+    behavior_loss, critic_losses, actor_loss = losses["behavior"], losses["critic"], losses["actor"]
 
     def optimise(group: str, value: torch.Tensor, *param_lists) -> list[torch.Tensor]:
         opt = optimizers[group]
@@ -509,12 +513,9 @@ def make_update_steps(
         (norm,) = optimise("actor", value, params["actor"])
         return value.detach(), norm, meta
 
-    steps = {"behavior": behavior, "critic": critic, "actor": actor}
-    if compile:
-        for group in groups:
-            if scopes.get(group, "losses") == "steps":
-                (steps[group],) = compiled((steps[group],))
-    return UpdateSteps(**steps)
+    return UpdateSteps(
+        **compiled_where("steps", {"behavior": behavior, "critic": critic, "actor": actor})
+    )
 
 
 # ------------------------------------------------------------------------ evaluation

@@ -175,7 +175,7 @@ class NonFiniteWatch(_Deferred):
 
     def add(self, step: int, name: str, *values: torch.Tensor) -> None:
         """Watches ``values`` (0-d tensors: a loss and its gradient norms) of update ``step``."""
-        if name not in self.pending and name not in self.first:
+        if name not in self.order:
             self.order.append(name)
         self._keep(name, (step, tuple(_kept(v, self.copy) for v in values)))
 
