@@ -24,12 +24,11 @@ peak memory. Data loading is not timed: the batches are synthetic TED TensorDict
 
 The components and the update steps come from the training recipe's builders
 (``make_loss_module``, ``make_target_updaters``, ``make_update_steps``); ``make_bench_components``
-+ ``make_update_fns`` are importable for tests and other scripts. The recipe's own updates
-differ in two ways: they also step the learning-rate schedules, and with ``compile=true`` they
-compile only the loss computations (forward and backward) of the critic and actor steps
-(``compile_scope="losses"``: clipping, Adam and EMA eager), where ``compile`` mode here compiles
-every step whole (``"steps"``; the recipe does so for its behavior step, whose learning rate is
-constant). ``benchmarks/recipe_vs_bench.py`` times the recipe's loop against these steps.
++ ``make_update_fns`` are importable for tests and other scripts. ``compile`` mode compiles each
+update as one graph (forward, gradients, clipping, Adam, EMA: ``compile_scope="graph"``, see
+``recipes/graph_step.py``), as the recipe does with ``compile=true``; the recipe also steps its
+learning-rate schedules. ``benchmarks/recipe_vs_bench.py`` times the recipe's loop against these
+steps.
 """
 
 from __future__ import annotations
@@ -358,16 +357,16 @@ def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateF
     """The update/sampling callables of ``components`` for ``mode``.
 
     * ``"eager"``: plain Python.
-    * ``"compile"``: ``torch.compile`` of each whole step function (dynamo breaks the graph at
-      ``backward()``: the loss forward + its backward and the clip/Adam/EMA tail are compiled
-      as separate graphs); sampling compiled with ``dynamic=False`` (one graph per batch size).
+    * ``"compile"``: each update compiled as one graph (the loss's forward, its gradients,
+      clipping, Adam and EMA: the recipe's ``compile_scope="graph"``); sampling compiled with
+      ``dynamic=False`` (one graph per batch size).
     * ``"cudagraphs"`` (CUDA only): the compiled functions wrapped in
       ``tensordict.nn.CudaGraphModule`` (build the components with ``capturable=True``).
     """
     if mode not in ("eager", "compile", "cudagraphs"):
         raise ValueError(f"Unknown mode {mode!r} (eager, compile, cudagraphs).")
     c = components
-    # the recipe's update steps, with whole steps compiled (fixed learning rates here)
+    # the recipe's update steps, each compiled as one graph
     steps = make_update_steps(
         c.loss,
         c.optimizers,
@@ -376,7 +375,7 @@ def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateF
         grad_clip=1.0,
         precision=c.precision,
         compile=mode != "eager",
-        compile_scope="steps",
+        compile_scope="graph",
         strict_compile=True,
     )
     pretrain, critic, actor = steps.behavior, steps.critic, steps.actor

@@ -235,7 +235,11 @@ class RecipeSettings:
     eval: EvalSettings = setting("evaluation")
     checkpoint: CheckpointSettings = setting("checkpoints")
     logger: LoggerSettings = setting("logging")
-    compile: bool = setting("torch.compile the losses (a failure to compile falls back to eager)")
+    compile: bool = setting("torch.compile the updates (a failure to compile falls back to eager)")
+    compile_scope: Literal["graph", "losses"] = setting(
+        "graph: each update compiled as one graph (forward, gradients, clipping, Adam, EMA); "
+        "losses: only the losses' forward and backward (always so under CUDA graphs)"
+    )
     precision: Literal["fp32", "bf16"] = setting(
         "fp32 | bf16: the losses' forward passes under bfloat16 autocast (float32 weights, "
         "gradients, Adam and EMA); faster on CPUs with AMX-bf16 and on GPUs"

@@ -222,14 +222,10 @@ class BDPOTrainer:
 
     # ---------------------------------------------------------------- updates
     def _update_fns(self) -> None:
-        """The three update steps (loss, backward, clipping, Adam, EMA), shared with the benchmark.
-        With ``compile=true`` a step whose learning rate is constant (no schedule: the behavior
-        model's) is compiled whole, the others' losses only (a scheduled learning rate would
-        recompile a compiled Adam step); CUDA-graph modes compile losses only."""
-        scope = {
-            group: "losses" if group in self.scheds or self.cuda_graphs else "steps"
-            for group in ("behavior", "critic", "actor")
-        }
+        """The three update steps (loss, gradients, clipping, Adam, EMA), shared with the benchmark.
+        With ``compile=true`` each update is one compiled graph (``compile_scope=graph``) or only
+        its losses are compiled (``losses``: always so under CUDA graphs)."""
+        scope = "losses" if self.cuda_graphs else str(self.cfg.get("compile_scope", "graph"))
         self.steps = make_update_steps(
             self.loss,
             self.opts,

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from bdpo_config import ConfigError
+from graph_step import make_graph_step
 from omegaconf import DictConfig, OmegaConf
 from run_dir import RUN_ONLY
 from tensordict import TensorDict
@@ -86,10 +87,12 @@ def _compile(fn, mode: str):
     return torch.compile(fn, mode=None if mode == "default" else mode)
 
 
-def _eager_on_compile_failure(fn, mode: str):
+def _eager_on_compile_failure(fn, mode: str, compiled: Callable | None = None):
+    """``compiled`` (default: ``fn`` compiled with ``mode``), or ``fn`` from its first compile
+    failure on."""
     from torch._dynamo.exc import TorchDynamoException
 
-    state = {"call": _compile(fn, mode)}
+    state = {"call": _compile(fn, mode) if compiled is None else compiled}
 
     def call(*args, **kwargs):
         if state["call"] is fn:
@@ -416,6 +419,9 @@ class UpdateSteps(NamedTuple):
     actor: Callable
 
 
+COMPILE_SCOPES = ("graph", "losses")
+
+
 def make_update_steps(
     loss: BDPOLoss,
     optimizers: dict[str, torch.optim.Optimizer],
@@ -426,10 +432,10 @@ def make_update_steps(
     precision: str = "fp32",
     compile: bool = False,
     compile_mode: str = "default",
-    compile_scope: str | Mapping[str, str] = "losses",
+    compile_scope: str | Mapping[str, str] = "graph",
     strict_compile: bool = False,
 ) -> UpdateSteps:
-    """The update steps of the recipe and of ``benchmarks/bench_bdpo.py``: loss -> backward ->
+    """The update steps of the recipe and of ``benchmarks/bench_bdpo.py``: loss -> gradients ->
     grad-norm clipping (Q and V separately) -> Adam -> the group's EMA target step.
 
     Args:
@@ -438,84 +444,93 @@ def make_update_steps(
         precision: ``"bf16"`` runs the losses' forward passes under bfloat16 autocast (weights,
             gradients, Adam and EMA stay float32).
         compile_scope: what ``torch.compile`` captures when ``compile``, for every step or per
-            step (``{"behavior": ..., "critic": ..., "actor": ...}``): ``"losses"`` compiles the
-            loss's forward, and through AOTAutograd its backward, while clipping, Adam and EMA
-            stay eager, for steps whose learning rate changes every update (the recipe's cosine
-            schedules: a compiled Adam step would recompile); ``"steps"`` compiles the whole
-            step (constant learning rates: the recipe's behavior steps, the benchmark's).
+            step (``{"behavior": ..., "critic": ..., "actor": ...}``): ``"graph"`` compiles each
+            whole update as one graph (:mod:`graph_step`: forward, gradients, clipping, Adam, EMA;
+            a scheduler's new learning rate does not recompile); ``"losses"`` compiles the loss's
+            forward, and through AOTAutograd its backward, while clipping, Adam and EMA run
+            eagerly (the recipe's choice under CUDA graphs).
         strict_compile: a compile failure raises (a benchmark must not time eager code as
-            compiled); otherwise that function runs eagerly, with a warning.
+            compiled); otherwise that step runs eagerly, with a warning.
     """
     groups = ("behavior", "critic", "actor")
     given = (
         dict.fromkeys(groups, compile_scope) if isinstance(compile_scope, str) else compile_scope
     )
-    if set(given) - set(groups) or any(v not in ("losses", "steps") for v in given.values()):
+    if set(given) - set(groups) or any(v not in COMPILE_SCOPES for v in given.values()):
         raise ValueError(
-            f"compile_scope must be 'losses' or 'steps', or a mapping of {groups} to them, "
+            f"compile_scope must be one of {COMPILE_SCOPES}, or a mapping of {groups} to them, "
             f"got {compile_scope!r}."
         )
-    scopes = {g: given.get(g, "losses") for g in groups}
+    scopes = {g: given.get(g, "graph") for g in groups}
     autocast = precision_autocast(device, precision)
     params = {
         name: trainable(getattr(loss, f"{name}_network_params"))
         for name in ("behavior", "qvalue", "value", "actor")
     }
+    param_lists = {
+        "behavior": [params["behavior"]],
+        "critic": [params["qvalue"], params["value"]],
+        "actor": [params["actor"]],
+    }
 
-    compiled = functools.partial(compile_functions, mode=compile_mode, strict=strict_compile)
-
-    def behavior_loss(batch):
+    # terms(batch) -> (objective, losses returned detached, extras returned as they are)
+    def behavior_terms(batch):
         with autocast():
-            return loss.behavior_loss(batch)[0].float()
+            value = loss.behavior_loss(batch)[0].float()
+        return value, (value,), ()
 
-    def critic_losses(batch):
+    def critic_terms(batch):
         with autocast():
             lq, meta_q = loss.qvalue_loss(batch)
             lv, meta_v = loss.value_loss(batch)
-        return lq.float(), lv.float(), meta_q, meta_v
+        lq, lv = lq.float(), lv.float()
+        return lq + lv, (lq, lv), (meta_q, meta_v)
 
-    def actor_loss(batch):
+    def actor_terms(batch):
         with autocast():
             value, meta = loss.actor_loss(batch)
-        return value.float(), meta
+        value = value.float()
+        return value, (value,), (meta,)
 
-    def compiled_where(scope: str, fns: dict[str, Callable]) -> dict[str, Callable]:
-        """``fns`` with those of the groups whose compile scope is ``scope`` compiled."""
-        chosen = [g for g in groups if compile and scopes[g] == scope]
-        return {**fns, **dict(zip(chosen, compiled([fns[g] for g in chosen])))}
+    terms = {"behavior": behavior_terms, "critic": critic_terms, "actor": actor_terms}
+    if compile:
+        chosen = [g for g in groups if scopes[g] == "losses"]
+        compiled = compile_functions(
+            [terms[g] for g in chosen], compile_mode, strict=strict_compile
+        )
+        terms.update(zip(chosen, compiled))
 
-    losses = compiled_where(
-        "losses", {"behavior": behavior_loss, "critic": critic_losses, "actor": actor_loss}
-    )
-    behavior_loss, critic_losses, actor_loss = losses["behavior"], losses["critic"], losses["actor"]
+    def eager_step(group: str) -> Callable:
+        def step(batch):
+            objective, outputs, extras = terms[group](batch)
+            opt = optimizers[group]
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            norms = [torch.nn.utils.clip_grad_norm_(p, grad_clip) for p in param_lists[group]]
+            opt.step()
+            targets[group].step()
+            return (*(o.detach() for o in outputs), *norms, *extras)
 
-    def optimise(group: str, value: torch.Tensor, *param_lists) -> list[torch.Tensor]:
-        opt = optimizers[group]
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        norms = [torch.nn.utils.clip_grad_norm_(p, grad_clip) for p in param_lists]
-        opt.step()
-        targets[group].step()
-        return norms
+        step.__name__ = group
+        return step
 
-    def behavior(batch):
-        value = behavior_loss(batch)
-        (norm,) = optimise("behavior", value, params["behavior"])
-        return value.detach(), norm
-
-    def critic(batch):
-        lq, lv, meta_q, meta_v = critic_losses(batch)
-        gq, gv = optimise("critic", lq + lv, params["qvalue"], params["value"])
-        return lq.detach(), lv.detach(), gq, gv, meta_q, meta_v
-
-    def actor(batch):
-        value, meta = actor_loss(batch)
-        (norm,) = optimise("actor", value, params["actor"])
-        return value.detach(), norm, meta
-
-    return UpdateSteps(
-        **compiled_where("steps", {"behavior": behavior, "critic": critic, "actor": actor})
-    )
+    steps = {g: eager_step(g) for g in groups}
+    for group in groups:
+        if compile and scopes[group] == "graph":
+            graph = make_graph_step(
+                terms[group],
+                param_lists[group],
+                optimizers[group],
+                targets[group].step,
+                grad_clip=grad_clip,
+                compile_mode=compile_mode,
+            )
+            steps[group] = (
+                graph
+                if strict_compile
+                else _eager_on_compile_failure(steps[group], compile_mode, compiled=graph)
+            )
+    return UpdateSteps(**steps)
 
 
 # ------------------------------------------------------------------------ evaluation

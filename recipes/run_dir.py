@@ -64,6 +64,7 @@ RUN_ONLY = (
     "device",
     "compile",
     "compile_mode",
+    "compile_scope",
     "hydra",
 )
 #: settings a resume may change: the run-only ones and the checkpoint/evaluation cadence

@@ -288,23 +288,33 @@ def test_compiled_run_equals_eager_run(tmp_path, caplog):
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_compile_scope_per_step(tmp_path, monkeypatch):
-    """compile=true compiles the behavior step whole (constant learning rate) and only the losses
-    of the critic and actor steps (cosine schedules); a bad scope is refused by name."""
-    compiled_names: list[str] = []
+def test_compile_scopes(tmp_path, monkeypatch):
+    """compile=true compiles each update as one graph (compile_scope=graph, the default), or only
+    the losses (compile_scope=losses); compile=false compiles nothing; a bad scope is refused."""
+    compiled: dict[str, list[str]] = {"losses": [], "graph": []}
 
-    def record(fns, mode, *, strict=False):
-        compiled_names.extend(fn.__name__ for fn in fns)
+    def record_losses(fns, mode, *, strict=False):
+        compiled["losses"].extend(fn.__name__ for fn in fns)
         return list(fns)
 
-    monkeypatch.setattr(bdpo_utils, "compile_functions", record)
+    def record_graph(terms, *args, **kwargs):
+        compiled["graph"].append(terms.__name__)
+        return terms
+
+    monkeypatch.setattr(bdpo_utils, "compile_functions", record_losses)
+    monkeypatch.setattr(bdpo_utils, "make_graph_step", record_graph)
     bdpo_offline.BDPOTrainer(_toy("compile=true"), tmp_path / "run")
-    assert sorted(compiled_names) == ["actor_loss", "behavior", "critic_losses"]
-    compiled_names.clear()
+    assert compiled == {"losses": [], "graph": ["behavior_terms", "critic_terms", "actor_terms"]}
+    compiled["graph"].clear()
+    bdpo_offline.BDPOTrainer(_toy("compile=true", "compile_scope=losses"), tmp_path / "losses")
+    assert compiled == {"losses": ["behavior_terms", "critic_terms", "actor_terms"], "graph": []}
+    compiled["losses"].clear()
     bdpo_offline.BDPOTrainer(_toy("compile=false"), tmp_path / "eager")
-    assert compiled_names == []
+    assert compiled == {"losses": [], "graph": []}
+    with pytest.raises(ConfigError, match="compile_scope"):
+        bdpo_offline.BDPOTrainer(_toy("compile_scope=steps"), tmp_path / "bad")
     trainer = bdpo_offline.BDPOTrainer(_toy(), tmp_path / "scopes")
-    with pytest.raises(ValueError, match="compile_scope must be 'losses' or 'steps'"):
+    with pytest.raises(ValueError, match=r"compile_scope must be one of \('graph', 'losses'\)"):
         bdpo_utils.make_update_steps(
             trainer.loss,
             trainer.opts,
