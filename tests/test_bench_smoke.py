@@ -154,3 +154,25 @@ def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys):
         assert math.isclose(r["ratio"], r["recipe"] / r["bench"])
     assert result["conditions"]["dataset"] == minari_hopper_dataset
     assert "median recipe / bench" in capsys.readouterr().out
+
+
+def test_compile_scopes_smoke(bench, tmp_path):
+    """benchmarks/compile_scopes.py, tiny, eager against the one-graph step: structure only."""
+    sys.path.insert(0, str(BENCH.parent))
+    import compile_scopes
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "scopes.json"
+    try:
+        result = compile_scopes.main(
+            ["--tiny", "--scopes", "eager,graph", "--figures", "pretrain", "--rounds", "2",
+             "--seconds", "0", "--warmup", "2", "--json", str(out)]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    rounds = result["results"]["pretrain"]["rounds"]
+    assert len(rounds) == 2 and all(r["eager"] > 0 and r["graph"] > 0 for r in rounds)
+    assert result["conditions"]["scopes"] == {"A": "eager", "B": "graph"}
+    assert json.loads(out.read_text()) == result
+    with pytest.raises(SystemExit, match="--scopes must be two of"):
+        compile_scopes.main(["--scopes", "graph,steps"])

@@ -280,7 +280,7 @@ def test_compiled_run_equals_eager_run(tmp_path, caplog):
     assert not torch._dynamo.config.suppress_errors
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
-    assert graphs >= 3, "the behavior, critic and actor losses were not all compiled"
+    assert graphs >= 3, "the behavior, critic and actor updates were not all compiled"
     eager = read_checkpoint(tmp_path / "eager" / "checkpoints" / "latest.torchrl")
     assert trainer.step == eager["step"] == 10
     compiled = trainer.loss.state_dict()
