@@ -633,7 +633,10 @@ def conditions(args: argparse.Namespace, device: torch.device) -> dict:
         "tensordict": _version("tensordict"),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "modes": list(args.modes),
-        "compile_mode": "torch.compile(default mode, dynamic=None; sampling dynamic=False)"
+        "compile_mode": (
+            "torch.compile(default mode, dynamic=None; each update one graph; "
+            "sampling dynamic=False)"
+        )
         if "compile" in args.modes
         else None,
         "shapes": list(args.shapes),

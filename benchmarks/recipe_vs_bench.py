@@ -2,13 +2,17 @@
 
 Separate processes of the same command differ by up to ±20 % on the project's shared CPU VMs,
 which hides a 10 % difference between the recipe and ``bench_bdpo.py``. This script builds the
-recipe's trainer (``task=custom data.name=<Minari id>``, behavior pre-training, ``eval.env=false``,
-the CSV logger) and alternates, in one process, blocks of ``--updates`` updates of
+recipe's trainer (``task=custom data.name=<Minari id>``, ``eval.env=false``, the CSV logger) for one
+phase (``--phase pretrain``: behavior pre-training; ``train``: BDPO's training, the critic step every
+update and, every ``optim.actor_update_period``-th, the actor step and the continued behavior step,
+from the first update on) and alternates, in one process, blocks of ``--updates`` updates of
 
-* ``recipe``: ``BDPOTrainer.train`` (batch sampling, the update, the non-finite watch, the metric
-  window and its CSV lines, the progress display; its end-of-phase checkpoint is skipped), and
-* ``bench``: the same trainer's compiled behavior step on 4 synthetic batches in turn (what
-  ``bench_bdpo.py`` times as ``pretrain_steps_per_s``),
+* ``recipe``: ``BDPOTrainer.train`` (batch sampling, the updates, the LR schedules, the non-finite
+  watch, the metric window and its CSV lines, the progress display; its end-of-phase checkpoint is
+  skipped), and
+* ``bench``: the same trainer's compiled steps, in the same order, on 4 synthetic batches in turn
+  (what ``bench_bdpo.py`` times as ``pretrain_steps_per_s``; for ``train`` its mixed step plus the
+  continued behavior step),
 
 and prints per round the two rates and their ratio, then the median ratio, with the conditions::
 
@@ -45,8 +49,16 @@ def make_trainer(args: argparse.Namespace, run_dir: Path):
         f"compile={str(not args.eager).lower()}",
         f"precision={args.precision}",
         f"threads={args.threads}",
-        f"optim.pretrain_steps={args.updates}",
-        "optim.train_steps=0",
+        *(
+            [f"optim.pretrain_steps={args.updates}", "optim.train_steps=0"]
+            if args.phase == "pretrain"
+            else [
+                "optim.pretrain_steps=0",
+                f"optim.train_steps={args.updates}",
+                "optim.value_warmup_steps=0",
+                f"eval.interval={args.updates}",
+            ]
+        ),
         "eval.env=false",
         "logger.backend=csv",
         f"logger.log_interval={args.log_interval}",
@@ -70,9 +82,24 @@ def measure(args: argparse.Namespace) -> dict:
                 f"{args.dataset} has obs {trainer.task.obs_dim}, act {trainer.task.action_dim}."
             )
         batches = [make_batch(shape, trainer.device) for _ in range(4)]
+        period = int(trainer.cfg.optim.actor_update_period)
+        behavior_too = bool(trainer.cfg.optim.continue_behavior_training)
+
+        def bench_update(i: int) -> None:
+            batch = batches[i % 4]
+            if args.phase == "pretrain":
+                trainer.steps.behavior(batch)
+                return
+            trainer.steps.critic(batch)
+            if i % period == 0:
+                trainer.steps.actor(batch)
+                if behavior_too:
+                    trainer.steps.behavior(batch)
+
         for i in range(args.warmup):  # compiles both batch layouts
-            trainer.steps.behavior(batches[i % 4])
+            bench_update(i)
             trainer.train_step()
+            trainer.step += 1
 
         def recipe() -> float:
             trainer.step = 0
@@ -83,7 +110,7 @@ def measure(args: argparse.Namespace) -> dict:
         def bench() -> float:
             start = time.perf_counter()
             for i in range(args.updates):
-                trainer.steps.behavior(batches[i % 4])
+                bench_update(i)
             return args.updates / (time.perf_counter() - start)
 
         rounds = []
@@ -105,6 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
             "torchrl": _version("torchrl"),
             "tensordict": _version("tensordict"),
             "dataset": args.dataset,
+            "phase": args.phase,
             "precision": args.precision,
             "compile": not args.eager,
             "updates_per_block": args.updates,
@@ -119,6 +147,7 @@ def measure(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="Minari id of a hopper-shaped dataset")
+    p.add_argument("--phase", default="pretrain", choices=["pretrain", "train"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--updates", type=int, default=1500, help="updates per block")
@@ -134,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"median recipe / bench: {out['median_ratio']:.3f} "
         f"[{out['ratio_range'][0]:.3f}-{out['ratio_range'][1]:.3f}] over {args.rounds} rounds; "
-        f"{c['cpu_model']}, {c['torch_threads']} thread(s), {c['precision']}, "
+        f"{c['phase']}, {c['cpu_model']}, {c['torch_threads']} thread(s), {c['precision']}, "
         f"{'compiled' if c['compile'] else 'eager'}, torch {c['torch']}, torchrl {c['torchrl']}"
     )
     if args.json:

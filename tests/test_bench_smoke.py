@@ -128,7 +128,8 @@ def test_side_by_side_interleaves_blocks_and_reports_median_ratios(bench, tmp_pa
     assert json.loads((tmp_path / "sbs.json").read_text())["ratios"]
 
 
-def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys):
+@pytest.mark.parametrize("phase", ["pretrain", "train"])
+def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys, phase):
     """benchmarks/recipe_vs_bench.py on the local Hopper data, eager, tiny: structure only."""
     sys.path.insert(0, str(BENCH.parent))
     import recipe_vs_bench
@@ -137,6 +138,7 @@ def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys):
     result = recipe_vs_bench.main(
         [
             f"--dataset={minari_hopper_dataset}",
+            f"--phase={phase}",
             "--eager",
             "--updates=6",
             "--rounds=2",
@@ -145,9 +147,11 @@ def test_recipe_vs_bench_smoke(bench, minari_hopper_dataset, tmp_path, capsys):
             f"--json={out}",
             "optim.batch_size=16",
             "diffusion.hidden_sizes=[16,16]",
+            "critic.hidden_sizes=[16]",
         ]
     )
     assert json.loads(out.read_text()) == result
+    assert result["conditions"]["phase"] == phase
     assert len(result["rounds"]) == 2
     for r in result["rounds"]:
         assert r["recipe"] > 0 and r["bench"] > 0
