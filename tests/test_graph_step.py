@@ -50,10 +50,17 @@ def _parts(adam: str):
     return loss, targets, opts, scheds
 
 
-def _train(compile: bool, adam: str, updates: int = 3):
+def _train(compile: bool, adam: str, updates: int = 3, scope: str = "graph", precision="fp32"):
     loss, targets, opts, scheds = _parts(adam)
     steps = bdpo_utils.make_update_steps(
-        loss, opts, targets, torch.device("cpu"), compile=compile, strict_compile=True
+        loss,
+        opts,
+        targets,
+        torch.device("cpu"),
+        precision=precision,
+        compile=compile,
+        compile_scope=scope,
+        strict_compile=True,
     )
     outputs = []
     for i in range(updates):
@@ -103,6 +110,23 @@ def test_one_graph_update_equals_the_eager_update(adam):
                 torch.testing.assert_close(
                     g["state"][index][key].float().cpu(), e["state"][index][key].float(), **tol
                 )
+
+
+@pytest.mark.slow
+def test_one_graph_update_equals_the_compiled_losses_in_bf16():
+    """Under bfloat16 autocast inductor rounds differently from eager (compiled and eager bf16
+    differ by up to ~30 % in a gradient norm of this tiny model), so the one-graph update is
+    checked against the split compiled update (``compile_scope="losses"``) instead."""
+    torch._dynamo.reset()
+    with inductor_config.patch(fallback_random=True):
+        split_loss, _, split_out = _train(True, "fused", 2, scope="losses", precision="bf16")
+        torch._dynamo.reset()
+        graph_loss, _, graph_out = _train(True, "fused", 2, scope="graph", precision="bf16")
+    torch._dynamo.reset()
+    _assert_tree_close(graph_out, split_out, rtol=1e-2, atol=1e-3)  # losses and gradient norms
+    # Adam's first steps move a parameter by about +-lr whatever the gradient's size, so a
+    # gradient entry near 0 whose sign differs moves it 2 lr apart: 2 updates x 2 x lr (1e-2)
+    _assert_tree_close(graph_loss.state_dict(), split_loss.state_dict(), rtol=0, atol=0.04)
 
 
 @pytest.mark.slow
