@@ -36,6 +36,8 @@ class AdamTensors:
 
     Args:
         optimizer (torch.optim.Adam): one param group, ``amsgrad=False``.
+        params (sequence of Tensor, optional): the order of the returned state lists: exactly the
+            group's parameters, in any order. Defaults to the group's order.
 
     Examples:
         >>> lin = torch.nn.Linear(2, 1)
@@ -45,7 +47,9 @@ class AdamTensors:
         (0.0010000000474974513, [(1, 2), (1,)], [0.0, 0.0])
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor] | None = None
+    ) -> None:
         if not isinstance(optimizer, torch.optim.Adam) or isinstance(optimizer, torch.optim.AdamW):
             raise TypeError(
                 f"AdamTensors needs a torch.optim.Adam, got {type(optimizer).__name__}."
@@ -58,7 +62,11 @@ class AdamTensors:
         if group["amsgrad"] or group["differentiable"]:
             raise ValueError("AdamTensors does not support amsgrad=True or differentiable=True.")
         self.optimizer = optimizer
-        self.params: list[torch.Tensor] = list(group["params"])
+        self.params: list[torch.Tensor] = list(group["params"] if params is None else params)
+        if len(self.params) != len(group["params"]) or {id(p) for p in self.params} != {
+            id(p) for p in group["params"]
+        }:
+            raise ValueError("params must hold exactly the optimizer's parameters.")
         device = self.params[0].device
         self.lr = torch.tensor(float(group["lr"]), device=device)
         self._lr_value = float(group["lr"])
@@ -128,9 +136,7 @@ def make_graph_step(
         compile_mode: a ``torch.compile`` mode (``"default"``: torch's own).
     """
     flat = [p for ps in param_lists for p in ps]
-    adam = AdamTensors(optimizer)
-    if {id(p) for p in flat} != {id(p) for p in adam.params} or len(flat) != len(adam.params):
-        raise ValueError("param_lists must hold exactly the optimizer's parameters.")
+    adam = AdamTensors(optimizer, flat)  # the state lists in the order of flat
     sizes = [len(ps) for ps in param_lists]
     hyper = adam.hyper
 

@@ -214,5 +214,9 @@ def test_adam_tensors_reads_the_optimizer_and_refuses_what_it_cannot_run():
         AdamTensors(torch.optim.Adam([{"params": [lin.weight]}, {"params": [lin.bias]}]))
     with pytest.raises(ValueError, match="amsgrad"):
         AdamTensors(torch.optim.Adam(lin.parameters(), amsgrad=True))
+    # the state lists follow the order asked for, whatever the optimizer's
+    _, exp_avgs, _, _ = AdamTensors(opt, [lin.bias, lin.weight])()
+    assert exp_avgs[0] is opt.state[lin.bias]["exp_avg"]
+    assert exp_avgs[1] is opt.state[lin.weight]["exp_avg"]
     with pytest.raises(ValueError, match="exactly the optimizer's parameters"):
         graph_step.make_graph_step(lambda b: None, [[lin.weight]], opt, lambda: None, grad_clip=1.0)
