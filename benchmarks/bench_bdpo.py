@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 import traceback
@@ -615,6 +616,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def runtime_conditions() -> dict:
+    """The CPU model, torch threads and library versions every figure here is recorded with."""
+    return {
+        "cpu_model": _cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchrl": _version("torchrl"),
+        "tensordict": _version("tensordict"),
+    }
+
+
+def conditions_text(cond: dict, *labels: str) -> str:
+    """``"<cpu>, <n> thread(s), <precision>, <labels...>, torch <v>, torchrl <v>"`` of ``cond``."""
+    return ", ".join(
+        [f"{cond['cpu_model']}", f"{cond['torch_threads']} thread(s)", f"{cond['precision']}"]
+        + list(labels)
+        + [f"torch {cond['torch']}", f"torchrl {cond['torchrl']}"]
+    )
+
+
+def ratio_summary(ratios: list[float]) -> dict:
+    """``{"median_ratio", "ratio_range"}`` of per-round ratios (interleaved A/B scripts)."""
+    return {"median_ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+
+
 def conditions(args: argparse.Namespace, device: torch.device) -> dict:
     cond = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -622,15 +648,11 @@ def conditions(args: argparse.Namespace, device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else _cpu_model(),
-        "cpu_model": _cpu_model(),
+        **runtime_conditions(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchrl": _version("torchrl"),
-        "tensordict": _version("tensordict"),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "modes": list(args.modes),
         "compile_mode": (
@@ -1004,7 +1026,7 @@ def _run(args: argparse.Namespace) -> dict:
             raise SystemExit("--flowrl needs --jax-python (the Python of a JAX environment).")
         report = run_side_by_side(args)
         print(format_side_by_side(report))
-        return _write_json(report, args.json)
+        return write_json(report, args.json)
     report = run_benchmark(args)
     print()
     print(format_report(report))
@@ -1023,10 +1045,10 @@ def _run(args: argparse.Namespace) -> dict:
                 f"({comps.shape.actor_every} critic steps + 1 actor step) =="
             )
             print(profile_mixed(comps))
-    return _write_json(report, args.json)
+    return write_json(report, args.json)
 
 
-def _write_json(report: dict, path: str | None) -> dict:
+def write_json(report: dict, path: str | None) -> dict:
     if path:
         with open(path, "w") as f:
             json.dump(report, f, indent=2, default=str)

@@ -15,9 +15,7 @@ the recipe's default with ``compile=true``)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,13 @@ sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bdpo_utils import COMPILE_SCOPES, make_update_steps  # noqa: E402
-from bench_bdpo import _cpu_model, _version, make_bench_components  # noqa: E402
+from bench_bdpo import (  # noqa: E402
+    conditions_text,
+    make_bench_components,
+    ratio_summary,
+    runtime_conditions,
+    write_json,
+)
 
 WAYS = ("eager", *COMPILE_SCOPES)
 FIGURES = {"pretrain": "behavior", "critic": "critic", "actor": "actor"}
@@ -85,19 +89,10 @@ def measure(args: argparse.Namespace) -> dict:
                 f"{b}/{a} {rate['B'] / rate['A']:.3f}  (load {load:.2f})",
                 flush=True,
             )
-        ratios = [x["ratio"] for x in rounds]
-        results[figure] = {
-            "rounds": rounds,
-            "median_ratio": statistics.median(ratios),
-            "ratio_range": [min(ratios), max(ratios)],
-        }
+        results[figure] = {"rounds": rounds, **ratio_summary([x["ratio"] for x in rounds])}
     return {
         "conditions": {
-            "cpu_model": _cpu_model(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "torchrl": _version("torchrl"),
-            "tensordict": _version("tensordict"),
+            **runtime_conditions(),
             "precision": args.precision,
             "shapes": "hopper (tiny)" if args.tiny else "hopper",
             "scopes": {"A": a, "B": b},
@@ -135,12 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{figure}: median {args.scopes[1]}/{args.scopes[0]} {r['median_ratio']:.3f} "
             f"[{r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f}] over {args.rounds} rounds; "
-            f"{c['cpu_model']}, {c['torch_threads']} thread(s), {c['precision']}, "
-            f"torch {c['torch']}, torchrl {c['torchrl']}"
+            + conditions_text(c)
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return out
+    return write_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ and prints per round the two rates and their ratio, then the median ratio, with 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +36,14 @@ sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bdpo_offline  # noqa: E402
-from bench_bdpo import SHAPE_SETS, _cpu_model, _version, make_batch  # noqa: E402
+from bench_bdpo import (  # noqa: E402
+    SHAPE_SETS,
+    conditions_text,
+    make_batch,
+    ratio_summary,
+    runtime_conditions,
+    write_json,
+)
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 
@@ -123,14 +128,9 @@ def measure(args: argparse.Namespace) -> dict:
                 f"ratio {a / b:.3f}  (load {load:.2f})",
                 flush=True,
             )
-    ratios = [x["ratio"] for x in rounds]
     return {
         "conditions": {
-            "cpu_model": _cpu_model(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "torchrl": _version("torchrl"),
-            "tensordict": _version("tensordict"),
+            **runtime_conditions(),
             "dataset": args.dataset,
             "phase": args.phase,
             "precision": args.precision,
@@ -139,8 +139,7 @@ def measure(args: argparse.Namespace) -> dict:
             "log_interval": args.log_interval,
         },
         "rounds": rounds,
-        "median_ratio": statistics.median(ratios),
-        "ratio_range": [min(ratios), max(ratios)],
+        **ratio_summary([x["ratio"] for x in rounds]),
     }
 
 
@@ -163,12 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"median recipe / bench: {out['median_ratio']:.3f} "
         f"[{out['ratio_range'][0]:.3f}-{out['ratio_range'][1]:.3f}] over {args.rounds} rounds; "
-        f"{c['phase']}, {c['cpu_model']}, {c['torch_threads']} thread(s), {c['precision']}, "
-        f"{'compiled' if c['compile'] else 'eager'}, torch {c['torch']}, torchrl {c['torchrl']}"
+        f"{c['phase']}, " + conditions_text(c, "compiled" if c["compile"] else "eager")
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return out
+    return write_json(out, args.json)
 
 
 if __name__ == "__main__":
