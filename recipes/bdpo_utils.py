@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -432,7 +432,7 @@ def make_update_steps(
     precision: str = "fp32",
     compile: bool = False,
     compile_mode: str = "default",
-    compile_scope: str | Mapping[str, str] = "graph",
+    compile_scope: str = "graph",
     strict_compile: bool = False,
 ) -> UpdateSteps:
     """The update steps of the recipe and of ``benchmarks/bench_bdpo.py``: loss -> gradients ->
@@ -443,8 +443,7 @@ def make_update_steps(
             :func:`make_target_updaters` (keys ``behavior``, ``critic``, ``actor``).
         precision: ``"bf16"`` runs the losses' forward passes under bfloat16 autocast (weights,
             gradients, Adam and EMA stay float32).
-        compile_scope: what ``torch.compile`` captures when ``compile``, for every step or per
-            step (``{"behavior": ..., "critic": ..., "actor": ...}``): ``"graph"`` compiles each
+        compile_scope: what ``torch.compile`` captures when ``compile``: ``"graph"`` compiles each
             whole update as one graph (:mod:`graph_step`: forward, gradients, clipping, Adam, EMA;
             a scheduler's new learning rate does not recompile); ``"losses"`` compiles the loss's
             forward, and through AOTAutograd its backward, while clipping, Adam and EMA run
@@ -452,25 +451,13 @@ def make_update_steps(
         strict_compile: a compile failure raises (a benchmark must not time eager code as
             compiled); otherwise that step runs eagerly, with a warning.
     """
-    groups = ("behavior", "critic", "actor")
-    given = (
-        dict.fromkeys(groups, compile_scope) if isinstance(compile_scope, str) else compile_scope
-    )
-    if set(given) - set(groups) or any(v not in COMPILE_SCOPES for v in given.values()):
-        raise ValueError(
-            f"compile_scope must be one of {COMPILE_SCOPES}, or a mapping of {groups} to them, "
-            f"got {compile_scope!r}."
-        )
-    scopes = {g: given.get(g, "graph") for g in groups}
+    if compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile_scope must be one of {COMPILE_SCOPES}, got {compile_scope!r}.")
     autocast = precision_autocast(device, precision)
-    params = {
-        name: trainable(getattr(loss, f"{name}_network_params"))
-        for name in ("behavior", "qvalue", "value", "actor")
-    }
     param_lists = {
-        "behavior": [params["behavior"]],
-        "critic": [params["qvalue"], params["value"]],
-        "actor": [params["actor"]],
+        "behavior": [trainable(loss.behavior_network_params)],
+        "critic": [trainable(loss.qvalue_network_params), trainable(loss.value_network_params)],
+        "actor": [trainable(loss.actor_network_params)],
     }
 
     # terms(batch) -> (objective, losses returned detached, extras returned as they are)
@@ -493,12 +480,9 @@ def make_update_steps(
         return value, (value,), (meta,)
 
     terms = {"behavior": behavior_terms, "critic": critic_terms, "actor": actor_terms}
-    if compile:
-        chosen = [g for g in groups if scopes[g] == "losses"]
-        compiled = compile_functions(
-            [terms[g] for g in chosen], compile_mode, strict=strict_compile
-        )
-        terms.update(zip(chosen, compiled))
+    if compile and compile_scope == "losses":
+        compiled = compile_functions(list(terms.values()), compile_mode, strict=strict_compile)
+        terms = dict(zip(terms, compiled))
 
     def eager_step(group: str) -> Callable:
         def step(batch):
@@ -514,9 +498,9 @@ def make_update_steps(
         step.__name__ = group
         return step
 
-    steps = {g: eager_step(g) for g in groups}
-    for group in groups:
-        if compile and scopes[group] == "graph":
+    steps = {group: eager_step(group) for group in terms}
+    if compile and compile_scope == "graph":
+        for group, eager in steps.items():
             graph = make_graph_step(
                 terms[group],
                 param_lists[group],
@@ -528,7 +512,7 @@ def make_update_steps(
             steps[group] = (
                 graph
                 if strict_compile
-                else _eager_on_compile_failure(steps[group], compile_mode, compiled=graph)
+                else _eager_on_compile_failure(eager, compile_mode, compiled=graph)
             )
     return UpdateSteps(**steps)
 

@@ -320,7 +320,7 @@ def test_compile_scopes(tmp_path, monkeypatch):
             trainer.opts,
             trainer.updaters,
             trainer.device,
-            compile_scope={"behavior": "whole"},
+            compile_scope="whole",
         )
 
 
