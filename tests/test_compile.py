@@ -76,3 +76,21 @@ def test_compiled_selection_policy_has_no_graph_break_and_equals_eager(loss, num
     torch.manual_seed(2)
     compiled_action = compiled(obs.clone())["action"]
     torch.testing.assert_close(compiled_action, eager_action, rtol=1e-4, atol=1e-5)
+
+
+def test_policy_and_critic_compile_whole_under_bf16_autocast(loss):
+    """The benchmark's --precision bf16 sampling: the policy under autocast is still one graph,
+    and the critic's values leave it in float32 (its output layer runs in float32)."""
+    from _factories import ACT, OBS
+
+    policy = QSelectionPolicy.from_loss(loss, 10)
+    compiled = torch.compile(policy, fullgraph=True, dynamic=False)
+    with torch.autocast("cpu", torch.bfloat16):
+        action = compiled(TensorDict({"observation": torch.randn(5, OBS)}, [5]))["action"]
+    assert action.dtype == torch.float32 and action.shape == (5, ACT)
+    q = loss.qvalue_network.module
+    obs, act = torch.randn(7, OBS), torch.randn(7, ACT)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        eager, compiled_q = q(obs, act), torch.compile(q, fullgraph=True)(obs, act)
+    assert eager.dtype == compiled_q.dtype == torch.float32
+    torch.testing.assert_close(compiled_q, eager, rtol=2e-2, atol=2e-2)

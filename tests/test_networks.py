@@ -143,3 +143,50 @@ def test_reset_parameters_redraws_ensemble_layers():
             assert (p == 0).all(), name
         else:
             assert not torch.allclose(p, snapshot[name] + 1.0), name
+
+
+def _critic_at_hopper_scale(seed: int = 0) -> QEnsemble:
+    """A QEnsemble whose values sit near 300 with candidate spreads of about one unit (a trained
+    Hopper critic's scale, where bfloat16 rounds a value to 1-2 units)."""
+    torch.manual_seed(seed)
+    q = QEnsemble(11, 3, num_members=10, hidden_sizes=(64, 64))
+    head = q.mlp.layers[-1]
+    with torch.no_grad():
+        head.weight.mul_(7.0)
+        head.bias.fill_(300.0)
+    return q
+
+
+def test_critic_values_keep_float32_precision_under_autocast():
+    q = _critic_at_hopper_scale()
+    obs, act = torch.randn(512, 1, 11), torch.rand(512, 10, 3) * 2 - 1
+    with torch.no_grad():
+        exact = q(obs, act)
+        with torch.autocast("cpu", torch.bfloat16):
+            low = q(obs, act)
+        # the same hidden features by hand (bfloat16 matmuls), the output layer in float32
+        with torch.autocast("cpu", torch.bfloat16):
+            x = torch.cat([obs.expand(512, 10, 11), act], -1).reshape(-1, 14)
+            *hidden, head = q.mlp.layers
+            for layer in hidden:
+                x = layer(x)
+        by_hand = torch.baddbmm(head.bias, x.float(), head.weight)
+        q.mlp.float32_output = False
+        with torch.autocast("cpu", torch.bfloat16):
+            rounded = q(obs, act)
+    assert low.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    torch.testing.assert_close(low, by_hand.squeeze(-1).T.reshape(512, 10, 10))
+    spread = exact.mean(-1).amax(-1) - exact.mean(-1).amin(-1)
+    assert 0.3 < spread.median() < 3  # the scale the test is about
+    # the ranking of each state's 10 candidates by ensemble mean: float32 output layer keeps it
+    best = exact.mean(-1).argmax(-1)
+    agree = (low.mean(-1).argmax(-1) == best).float().mean()
+    agree_rounded = (rounded.float().mean(-1).argmax(-1) == best).float().mean()
+    assert agree >= 0.9, agree
+    assert agree_rounded <= 0.7, agree_rounded  # bfloat16 values would lose it
+    assert (low - exact).abs().max() < 0.5 < (rounded.float() - exact).abs().max()
+
+
+def test_float32_output_needs_a_linear_output_layer():
+    with pytest.raises(ValueError, match="float32_output"):
+        EnsembleMLP(2, 3, 4, (8,), activate_last=True, float32_output=True)

@@ -110,6 +110,11 @@ class EnsembleMLP(nn.Module):
             activation). Defaults to ``False``.
         activate_last (bool): the activation after the output layer too (flow-rl's
             ``MLP`` without ``output_dim``, as in V_n's step MLP). Defaults to ``False``.
+        float32_output (bool): under autocast, run the output layer in float32 on the
+            (upcast) last hidden features, so values leave with float32 precision rather
+            than bfloat16's 8 bits (at Q ~ 300 bfloat16 rounds to 1-2 units, more than the
+            spread between one state's candidate actions). No effect without autocast.
+            Defaults to ``False``; the critics turn it on.
 
     Shapes:
         input ``[P, in]`` (shared by all members) or ``[K, P, in]``;
@@ -131,11 +136,15 @@ class EnsembleMLP(nn.Module):
         activation: type[nn.Module] = Mish,
         layer_norm: bool = False,
         activate_last: bool = False,
+        float32_output: bool = False,
     ) -> None:
         super().__init__()
+        if float32_output and activate_last:
+            raise ValueError("float32_output applies to a linear output layer, not activate_last.")
         if num_members < 1:
             raise ValueError(f"An ensemble needs at least one member, got {num_members}.")
         self.num_members = num_members
+        self.float32_output = float32_output
         sizes = [in_features, *hidden_sizes]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(sizes[:-1], sizes[1:]):
@@ -149,6 +158,12 @@ class EnsembleMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32_output and torch.is_autocast_enabled(x.device.type):
+            *hidden, head = self.layers
+            for layer in hidden:
+                x = layer(x)
+            with torch.autocast(x.device.type, enabled=False):
+                return head(x.float())
         return self.layers(x)
 
 
@@ -187,7 +202,12 @@ class QEnsemble(nn.Module):
         super().__init__()
         self.num_members = num_members
         self.mlp = EnsembleMLP(
-            num_members, observation_dim + action_dim, 1, hidden_sizes, layer_norm=layer_norm
+            num_members,
+            observation_dim + action_dim,
+            1,
+            hidden_sizes,
+            layer_norm=layer_norm,
+            float32_output=True,
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -237,6 +257,7 @@ class DiffusionValueEnsemble(nn.Module):
             1,
             hidden_sizes,
             layer_norm=layer_norm,
+            float32_output=True,
         )
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
