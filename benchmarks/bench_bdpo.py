@@ -63,6 +63,7 @@ from bdpo_utils import (  # noqa: E402
     make_loss_module,
     make_target_updaters,
     make_update_steps,
+    precision_autocast,
     trainable,
 )
 
@@ -247,7 +248,8 @@ def make_bench_components(
         stratified_steps: BDPOLoss's fast path (the recipe's loss.stratified_steps=true): target Q and V
             each run only on their own rows. ``False`` times the plain path.
         precision: ``"fp32"`` or ``"bf16"`` (the recipe's ``precision``: the losses' forward
-            passes under bfloat16 autocast, float32 weights and optimiser state).
+            passes under bfloat16 autocast, float32 weights and optimiser state; the
+            sampling policy runs under the same autocast).
     """
     shape = SHAPE_SETS[shape_set] if isinstance(shape_set, str) else shape_set
     if tiny:
@@ -381,8 +383,13 @@ def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateF
     )
     pretrain, critic, actor = steps.behavior, steps.critic, steps.actor
 
+    # under bf16 the policy's networks run in autocast too (the critics' output layers stay
+    # float32, so the Q ranking of the candidates keeps float32 precision)
+    autocast = precision_autocast(c.device, c.precision)
+
     def sample(td: TensorDictBase) -> TensorDictBase:
-        return c.eval_policy(td)
+        with autocast():
+            return c.eval_policy(td)
 
     if mode != "eager":
         sample = torch.compile(sample, dynamic=False)
@@ -966,7 +973,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "bf16"),
         default="fp32",
-        help="bf16: the losses' forward passes under bfloat16 autocast (the recipe's precision=bf16)",
+        help="bf16: the losses' forward passes (the recipe's precision=bf16) and the sampling policy "
+        "under bfloat16 autocast",
     )
     p.add_argument(
         "--profile",

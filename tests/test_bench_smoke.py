@@ -80,6 +80,22 @@ def test_update_fns_are_reusable(bench):
     assert action.abs().max() <= 1.0  # hopper: clipped sampler
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sampling_runs_under_the_benchmarks_precision(bench, precision):
+    """--precision bf16 times the selection policy under bfloat16 autocast (fp32: without)."""
+    comps = bench.make_bench_components("hopper", tiny=True, precision=precision)
+    policy, seen = comps.eval_policy, []
+
+    def spy(td):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return policy(td)
+
+    comps.eval_policy = spy
+    action = bench.make_update_fns(comps, "eager").sample(comps.eval_inputs[1])["action"]
+    assert seen == [precision == "bf16"]
+    assert action.dtype == torch.float32 and action.shape == (1, comps.shape.act_dim)
+
+
 def test_unknown_shape_set_is_rejected(bench):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--shapes", "walker"])
