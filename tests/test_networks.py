@@ -190,3 +190,14 @@ def test_critic_values_keep_float32_precision_under_autocast():
 def test_float32_output_needs_a_linear_output_layer():
     with pytest.raises(ValueError, match="float32_output"):
         EnsembleMLP(2, 3, 4, (8,), activate_last=True, float32_output=True)
+
+
+def test_ensemble_layers_keep_autocasts_dtype_for_shared_inputs():
+    """A [P, in] input shared by all members gives bfloat16 features under autocast, as a
+    [K, P, in] one does (a float32 bias must not promote them to float32)."""
+    layer = EnsembleLinear(3, 4, 5)
+    with torch.autocast("cpu", torch.bfloat16):
+        shared, per_member = layer(torch.randn(7, 4)), layer(torch.randn(3, 7, 4))
+    assert shared.dtype == per_member.dtype == torch.bfloat16
+    x = torch.randn(7, 4)
+    torch.testing.assert_close(layer(x), layer(x.expand(3, 7, 4)))  # float32: unchanged

@@ -67,7 +67,10 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            return torch.matmul(x, self.weight) + self.bias
+            out = torch.matmul(x, self.weight)
+            # the bias in the matmul's dtype: under bfloat16 autocast a float32 bias would promote
+            # the [K, P, out] result to float32 (a no-op cast in float32)
+            return out + self.bias.to(out.dtype)
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
