@@ -201,3 +201,13 @@ def test_ensemble_layers_keep_autocasts_dtype_for_shared_inputs():
     assert shared.dtype == per_member.dtype == torch.bfloat16
     x = torch.randn(7, 4)
     torch.testing.assert_close(layer(x), layer(x.expand(3, 7, 4)))  # float32: unchanged
+
+
+def test_critics_run_on_the_meta_device():
+    """Shape inference on meta tensors (a device without autocast) works with the float32 output
+    layer's autocast check."""
+    q = QEnsemble(3, 2, num_members=4, hidden_sizes=(8,)).to("meta")
+    assert q(torch.empty(5, 3, device="meta"), torch.empty(5, 2, device="meta")).shape == (5, 4)
+    v = DiffusionValueEnsemble(3, 2, num_members=4, hidden_sizes=(8,)).to("meta")
+    n = torch.ones(5, dtype=torch.long, device="meta")
+    assert v(torch.empty(5, 3, device="meta"), torch.empty(5, 2, device="meta"), n).shape == (5, 4)

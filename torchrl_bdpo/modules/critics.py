@@ -161,13 +161,18 @@ class EnsembleMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.float32_output and torch.is_autocast_enabled(x.device.type):
+        if self.float32_output and _autocast_enabled(x.device.type):
             *hidden, head = self.layers
             for layer in hidden:
                 x = layer(x)
             with torch.autocast(x.device.type, enabled=False):
                 return head(x.float())
         return self.layers(x)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``False`` for devices without autocast, e.g. meta)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 # -------------------------------------------------------------------- critics
