@@ -211,3 +211,15 @@ def test_critics_run_on_the_meta_device():
     v = DiffusionValueEnsemble(3, 2, num_members=4, hidden_sizes=(8,)).to("meta")
     n = torch.ones(5, dtype=torch.long, device="meta")
     assert v(torch.empty(5, 3, device="meta"), torch.empty(5, 2, device="meta"), n).shape == (5, 4)
+
+
+def test_critics_return_float32_under_autocast_and_keep_other_weight_dtypes():
+    obs, act, n = torch.randn(5, 3), torch.randn(5, 2), torch.ones(5, dtype=torch.long)
+    q = QEnsemble(3, 2, num_members=4, hidden_sizes=(8,))
+    v = DiffusionValueEnsemble(3, 2, num_members=4, hidden_sizes=(8,))
+    with torch.autocast("cpu", torch.bfloat16):
+        assert q(obs, act).dtype == v(obs, act, n).dtype == torch.float32
+    # a critic in float64 (BDPOLoss.to(dtype)) still runs under autocast: its head in float64
+    with torch.autocast("cpu", torch.bfloat16):
+        assert q.double()(obs.double(), act.double()).dtype == torch.float64
+    assert "float32_output=True" in repr(q.mlp)

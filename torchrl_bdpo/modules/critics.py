@@ -113,11 +113,11 @@ class EnsembleMLP(nn.Module):
             activation). Defaults to ``False``.
         activate_last (bool): the activation after the output layer too (flow-rl's
             ``MLP`` without ``output_dim``, as in V_n's step MLP). Defaults to ``False``.
-        float32_output (bool): under autocast, run the output layer in float32 on the
-            (upcast) last hidden features, so values leave with float32 precision rather
-            than bfloat16's 8 bits (at Q ~ 300 bfloat16 rounds to 1-2 units, more than the
-            spread between one state's candidate actions). No effect without autocast.
-            Defaults to ``False``; the critics turn it on.
+        float32_output (bool): under autocast, run the output layer outside autocast, in
+            its weights' dtype (float32) on the upcast last hidden features, so values leave
+            with float32 precision rather than bfloat16's 8 bits (at Q ~ 300 bfloat16 rounds
+            to 1-2 units, more than the spread between one state's candidate actions). No
+            effect without autocast. Defaults to ``False``; the critics turn it on.
 
     Shapes:
         input ``[P, in]`` (shared by all members) or ``[K, P, in]``;
@@ -160,13 +160,16 @@ class EnsembleMLP(nn.Module):
             layers.append(activation())
         self.layers = nn.Sequential(*layers)
 
+    def extra_repr(self) -> str:
+        return "float32_output=True" if self.float32_output else ""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.float32_output and _autocast_enabled(x.device.type):
             *hidden, head = self.layers
             for layer in hidden:
                 x = layer(x)
             with torch.autocast(x.device.type, enabled=False):
-                return head(x.float())
+                return head(x.to(head.weight.dtype))
         return self.layers(x)
 
 

@@ -372,7 +372,9 @@ class BDPOLoss(LossModule):
         """Ensemble critic ``[*batch, K]``."""
         with params.to_module(self.qvalue_network, preserve_module_state=False):
             q = call_network(self.qvalue_network, self.tensor_keys.state_action_value, obs, act)
-        return q.to(obs.dtype)  # float32 targets and aggregation under bfloat16 autocast
+        # the built-in critics return float32 under autocast already (float32 output layer);
+        # a custom critic may return bfloat16: targets and aggregation stay in obs' dtype
+        return q.to(obs.dtype)
 
     def _v(
         self, params: TensorDictBase, obs: torch.Tensor, x: torch.Tensor, n: torch.Tensor
