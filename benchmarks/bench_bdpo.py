@@ -384,8 +384,13 @@ def make_update_fns(components: BenchComponents, mode: str = "eager") -> UpdateF
     pretrain, critic, actor = steps.behavior, steps.critic, steps.actor
 
     # under bf16 the policy's networks run in autocast too (the critics' output layers stay
-    # float32, so the Q ranking of the candidates keeps float32 precision)
-    autocast = precision_autocast(c.device, c.precision)
+    # float32, so the Q ranking of the candidates keeps float32 precision); fp32 times the
+    # policy alone (no autocast context to enter)
+    autocast = (
+        precision_autocast(c.device, c.precision)
+        if c.precision == "bf16"
+        else contextlib.nullcontext
+    )
 
     def sample(td: TensorDictBase) -> TensorDictBase:
         with autocast():
