@@ -40,6 +40,7 @@ from torchrl_bdpo import (
     make_value_operator,
 )
 from torchrl_bdpo.data import (
+    GOAL_OBSERVATION_KEYS,
     DatasetUnavailableError,
     DatasetValidationError,
     clip_dataset_actions,
@@ -530,8 +531,8 @@ def make_eval_env(
 
     ``env_spec`` (a Gymnasium ``EnvSpec`` as JSON, e.g. a Minari dataset's evaluation spec)
     rebuilds the env with its kwargs (a maze layout, a fixed goal). Goal-conditioned envs
-    (dict observations with ``observation`` and ``desired_goal``) get the layout of the
-    data: ``observation = concat(observation, desired_goal)``.
+    (dict observations with ``observation`` and goals) get the layout of the data:
+    ``observation = concat(achieved_goal, observation, desired_goal)``.
     """
     from mujoco_log import route_mujoco_warnings
     from torchrl.envs import (
@@ -558,12 +559,12 @@ def make_eval_env(
             base = GymEnv(env_id, device=device)
         env = TransformedEnv(base, DoubleToFloat())
         keys = set(env.observation_spec.keys())
-        if {"observation", "desired_goal"} <= keys:
+        if "observation" in keys and keys & {"achieved_goal", "desired_goal"}:
+            # the data's layout (flatten_observation): concat(achieved_goal, observation, desired_goal)
+            parts = [k for k in GOAL_OBSERVATION_KEYS if k in keys]
             env.append_transform(
                 Compose(
-                    CatTensors(
-                        ["observation", "desired_goal"], out_key="flat_observation", sort=False
-                    ),
+                    CatTensors(parts, out_key="flat_observation", sort=False),
                     RenameTransform(["flat_observation"], ["observation"]),
                 )
             )

@@ -199,9 +199,20 @@ def test_episodes_to_ted_flattens_dict_observations():
         "truncations": np.array([False, False]),
     }
     td = episodes_to_ted([ep])
-    expected = np.concatenate([obs, goal], axis=1)
+    # concat(achieved_goal, observation, desired_goal), built here column by column
+    expected = np.stack(
+        [obs[:, 0], obs[:, 1], obs[:, 0], obs[:, 1], obs[:, 2], obs[:, 3], goal[:, 0], goal[:, 1]],
+        axis=1,
+    )
     np.testing.assert_array_equal(td["observation"].numpy(), expected[:-1])
     np.testing.assert_array_equal(td["next", "observation"].numpy(), expected[1:])
+    # without goals only the observation; with the desired goal alone, observation then goal
+    no_goal = dict(ep, observations={"observation": obs})
+    np.testing.assert_array_equal(episodes_to_ted([no_goal])["observation"].numpy(), obs[:-1])
+    desired = dict(ep, observations={"desired_goal": goal, "observation": obs})
+    np.testing.assert_array_equal(
+        episodes_to_ted([desired])["observation"].numpy(), np.hstack([obs, goal])[:-1]
+    )
     with pytest.raises(DatasetValidationError, match="3 observations for 3 actions"):
         episodes_to_ted([dict(ep, actions=np.zeros((3, 1)))])
 

@@ -436,13 +436,20 @@ def test_goal_conditioned_minari_data_are_evaluated_in_their_own_env(tmp_path, m
         "env.max_episode_steps=10",
     )
     trainer = bdpo_offline.BDPOTrainer(cfg, tmp_path / "run")
-    assert trainer.task.obs_dim == 27 + 2  # concat(observation, desired_goal)
+    # concat(achieved_goal, observation, desired_goal): the ant's x, y, the rest of its state
+    # (D4RL's 29-entry AntMaze state together), then the goal
+    assert trainer.task.obs_dim == 2 + 27 + 2
     first = trainer.task.data["observation"][0]
+    start = episodes[0]["observations"]
+    torch.testing.assert_close(first[:2], torch.as_tensor(start["achieved_goal"][0]).float())
+    torch.testing.assert_close(first[2:29], torch.as_tensor(start["observation"][0]).float())
     torch.testing.assert_close(first[-2:], torch.as_tensor(goal).float())
     trainer.train()
     assert trainer.evals[-1]["episodes"] == 2
     td = trainer.eval_env.reset()
-    assert td["observation"].shape[-1] == 29
+    assert td["observation"].shape[-1] == 31
+    # the env's x, y leads its observation, as in the data (reset: near the "r" cell)
+    assert (td["observation"][..., :2] - torch.tensor([-4.0, 4.0])).abs().max() <= 1.0 + 1e-4
     # the goal comes from the layout stored with the data: the "g" cell, centred at (-4, -4)
     # (maze scaling 4), up to the env's +-1 noise; the default layout draws any free cell
     assert (td["observation"][..., -2:] + 4).abs().max() <= 1.0 + 1e-4

@@ -17,7 +17,7 @@ from .errors import DatasetUnavailableError, DatasetValidationError
 from .loading import load_offline_dataset
 from .minari_loader import load_minari_dataset, minari_datasets_dir
 from .replay_buffer import make_offline_replay_buffer
-from .ted import TED_KEYS, episodes_to_ted, flatten_observation
+from .ted import GOAL_OBSERVATION_KEYS, TED_KEYS, episodes_to_ted, flatten_observation
 from .transforms import (
     clip_dataset_actions,
     episode_returns,
@@ -28,6 +28,7 @@ from .transforms import (
 from .validation import validate_transitions
 
 __all__ = [
+    "GOAL_OBSERVATION_KEYS",
     "TED_KEYS",
     "BlockSampler",
     "DatasetUnavailableError",

@@ -17,7 +17,7 @@ import numpy as np
 
 from .dataset import OfflineDataset
 from .errors import DatasetUnavailableError, DatasetValidationError
-from .ted import episodes_to_ted
+from .ted import GOAL_OBSERVATION_KEYS, episodes_to_ted
 from .validation import validate_transitions
 
 __all__ = ["load_minari_dataset", "minari_datasets_dir"]
@@ -50,9 +50,7 @@ def _space_obs_dim(space: Any) -> int | None:
     import gymnasium as gym
 
     if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
-        parts = [space["observation"]]
-        if "desired_goal" in space.spaces:
-            parts.append(space["desired_goal"])
+        parts = [space[k] for k in GOAL_OBSERVATION_KEYS if k in space.spaces]
         if all(isinstance(p, gym.spaces.Box) for p in parts):
             return int(sum(np.prod(p.shape) for p in parts))
         return None
@@ -142,9 +140,8 @@ def _check_minari_files(data_dir: Path) -> None:
 def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDataset:
     """Load a Minari dataset as TED transitions.
 
-    Dict observations are flattened to ``concat(observation, desired_goal)`` (goal only
-    when present; ``achieved_goal`` is dropped), see
-    :func:`~torchrl_bdpo.data.ted.flatten_observation`.
+    Dict observations are flattened to ``concat(achieved_goal, observation, desired_goal)``
+    (the goals when present), see :func:`~torchrl_bdpo.data.ted.flatten_observation`.
 
     Args:
         dataset_id: Minari id, e.g. ``"mujoco/hopper/medium-v0"``.
@@ -219,7 +216,9 @@ def load_minari_dataset(dataset_id: str, *, download: bool = False) -> OfflineDa
         # full spec (kwargs such as AntMaze maze options): gym.make(EnvSpec.from_json(...))
         "eval_env_spec": raw_meta.get("eval_env_spec"),
         "total_episodes": len(episodes),
-        "observation_layout": "concat(observation, desired_goal)"
+        "observation_layout": "concat({})".format(
+            ", ".join(k for k in GOAL_OBSERVATION_KEYS if k in episodes[0]["observations"])
+        )
         if isinstance(episodes[0]["observations"], dict)
         else "flat",
         **{

@@ -31,7 +31,13 @@ from tensordict import TensorDict
 
 from .errors import DatasetValidationError
 
-__all__ = ["TED_KEYS", "episodes_to_ted", "flatten_observation"]
+__all__ = ["GOAL_OBSERVATION_KEYS", "TED_KEYS", "episodes_to_ted", "flatten_observation"]
+
+#: Entries of a goal-conditioned (dict) observation, in the order they are concatenated.
+#: ``achieved_goal`` first: gymnasium-robotics' AntMaze keeps the ant's x, y there and only
+#: the rest of its state in ``observation``, so ``[achieved_goal, observation]`` is D4RL's
+#: 29-entry AntMaze state; ``desired_goal`` last.
+GOAL_OBSERVATION_KEYS: tuple[str, ...] = ("achieved_goal", "observation", "desired_goal")
 
 #: Keys every transition TensorDict produced by this package holds.
 TED_KEYS: tuple = (
@@ -49,25 +55,24 @@ def flatten_observation(obs: Any) -> np.ndarray:
     """Flatten episode observations to a float array ``[L + 1, obs_dim]``.
 
     Array observations ``[L + 1, *shape]`` are reshaped. Dict observations
-    (goal-conditioned, AntMaze style) become ``concat(obs["observation"],
-    obs["desired_goal"])`` along the last axis, the goal only when present;
-    ``achieved_goal`` and any other key are dropped.
+    (goal-conditioned, AntMaze style) become ``concat(obs["achieved_goal"],
+    obs["observation"], obs["desired_goal"])`` along the last axis
+    (:data:`GOAL_OBSERVATION_KEYS`; the goals only when present, other keys dropped).
+    ``achieved_goal`` is state: AntMaze's ``observation`` lacks the ant's x, y.
 
     Examples:
         >>> obs = {"observation": np.zeros((3, 4)), "desired_goal": np.ones((3, 2)),
         ...        "achieved_goal": np.ones((3, 2))}
         >>> flatten_observation(obs).shape
-        (3, 6)
+        (3, 8)
     """
     if isinstance(obs, Mapping):
         if "observation" not in obs:
             raise DatasetValidationError(
-                "dict observations need an 'observation' entry (optionally 'desired_goal'); "
-                f"got keys {sorted(obs)}"
+                "dict observations need an 'observation' entry (optionally 'achieved_goal' "
+                f"and 'desired_goal'); got keys {sorted(obs)}"
             )
-        parts = [obs["observation"]]
-        if "desired_goal" in obs:
-            parts.append(obs["desired_goal"])
+        parts = [obs[k] for k in GOAL_OBSERVATION_KEYS if k in obs]
         if any(isinstance(p, Mapping) for p in parts):
             raise DatasetValidationError("nested dict observations are not supported")
         arrays = [np.asarray(p) for p in parts]
