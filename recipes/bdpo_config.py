@@ -87,7 +87,11 @@ class DataSettings:
 @dataclass
 class EnvSettings:
     id: str | None = setting("Gymnasium id of the evaluation env; null: the one the dataset names")
-    max_episode_steps: int = setting("step limit of an evaluation episode", **_at_least(1))
+    max_episode_steps: int = setting(
+        "step limit of an evaluation episode; also the limit the data were collected under, for "
+        "D4RL files that mark neither timeouts nor next observations (-v0 MuJoCo)",
+        **_at_least(1),
+    )
 
 
 @dataclass

@@ -223,6 +223,8 @@ def make_task_data(cfg: DictConfig) -> TaskData:
             kwargs["root"] = str(cfg.data.d4rl_root)
         if cfg.data.get("path") is not None:  # a D4RL-format file: nothing to find or fetch
             kwargs = {"path": str(cfg.data.path)}
+        if "path" in kwargs or "/" not in name:  # D4RL data without timeouts: their time limit
+            kwargs["max_episode_steps"] = int(cfg.env.max_episode_steps)
         dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
         if getattr(err, "path", None) is not None:  # a D4RL name: say what to set, briefly

@@ -255,11 +255,14 @@ def test_minari_failed_download_is_unavailable(tmp_path, monkeypatch):
 _N = 10  # rows of the fake D4RL file; row 3 terminal, row 6 timeout
 
 
-def _write_fake_d4rl(directory: str, with_next_observations: bool, gap: bool = False) -> str:
+def _write_fake_d4rl(
+    directory: str, with_next_observations: bool, gap: bool = False, with_timeouts: bool = True
+) -> str:
     """A tiny hdf5 file in D4RL's layout (as the direct download would fetch).
 
     With ``gap``, row 1's next observation is not row 2's observation: an episode end
-    without terminal or timeout flag.
+    without terminal or timeout flag. Without ``with_timeouts`` the file has no ``timeouts``
+    key (D4RL's -v0 MuJoCo files).
     """
     path = os.path.join(directory, "fake_d4rl.hdf5")
     obs = np.arange(_N * HOPPER_OBS, dtype=np.float32).reshape(_N, HOPPER_OBS) + 1
@@ -278,7 +281,8 @@ def _write_fake_d4rl(directory: str, with_next_observations: bool, gap: bool = F
         f["actions"] = np.linspace(-1, 1, _N * HOPPER_ACT, dtype=np.float32).reshape(_N, HOPPER_ACT)
         f["rewards"] = np.arange(_N, dtype=np.float32)
         f["terminals"] = terminals
-        f["timeouts"] = timeouts
+        if with_timeouts:
+            f["timeouts"] = timeouts
         f["infos/qpos"] = np.zeros((_N, 6))
     return path
 
@@ -288,11 +292,11 @@ def fake_d4rl_download(monkeypatch):
     """Make torchrl's D4RL download write the fake file; returns a call counter."""
     import torchrl.data.datasets.d4rl as torchrl_d4rl
 
-    state = {"calls": 0, "with_next": True, "gap": False}
+    state = {"calls": 0, "with_next": True, "gap": False, "timeouts": True}
 
     def fake(url, directory):
         state["calls"] += 1
-        return _write_fake_d4rl(directory, state["with_next"], state["gap"])
+        return _write_fake_d4rl(directory, state["with_next"], state["gap"], state["timeouts"])
 
     monkeypatch.setattr(torchrl_d4rl, "_download_dataset_from_url", fake)
     return state
@@ -337,6 +341,30 @@ def test_d4rl_timeouts_without_next_observation_are_dropped(fake_d4rl_download, 
     # the step before the dropped timeout ends its episode as a truncation
     assert data["next", "truncated"].squeeze(-1).nonzero().flatten().tolist() == [5, 7]
     assert data["episode"].tolist() == [0, 0, 0, 0, 1, 1, 2, 2]
+
+
+def test_d4rl_copy_without_timeouts_or_next_observations_needs_the_time_limit(
+    fake_d4rl_download, tmp_path
+):
+    """torchrl's copy of a -v0-style file: time-limit ends are invisible in the data."""
+    fake_d4rl_download.update(with_next=False, timeouts=False)
+    with pytest.raises(DatasetValidationError, match="no timeouts.*pass the limit") as info:
+        load_d4rl_dataset("hopper-medium-v2", root=tmp_path)
+    assert "max_episode_steps" in str(info.value)
+    ds = load_d4rl_dataset("hopper-medium-v2", root=tmp_path, max_episode_steps=4)
+    data = ds.data
+    # torchrl's copy holds rows 0-8; episodes: rows 0-3 (terminal at its 4th step), rows
+    # 4-7 (cut at its 4th step, row 7: no next state of its own, dropped), row 8 (data end)
+    kept = [0, 1, 2, 3, 4, 5, 6, 8]
+    obs = np.arange(_N * HOPPER_OBS, dtype=np.float32).reshape(_N, HOPPER_OBS) + 1
+    np.testing.assert_array_equal(data["observation"].numpy(), obs[kept])
+    assert data["episode"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+    assert data["next", "terminated"].squeeze(-1).nonzero().flatten().tolist() == [3]
+    assert data["next", "truncated"].squeeze(-1).nonzero().flatten().tolist() == [6, 7]
+    assert ds.metadata["time_limit_rows"] == 1 and ds.metadata["max_episode_steps"] == 4
+    # torchrl's cached copy is left as torchrl wrote it: the limit is needed again
+    with pytest.raises(DatasetValidationError, match="no timeouts"):
+        load_d4rl_dataset("hopper-medium-v2", root=tmp_path, download=False)
 
 
 def test_d4rl_unflagged_episode_end_becomes_truncation(fake_d4rl_download, tmp_path):

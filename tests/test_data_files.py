@@ -25,6 +25,7 @@ from torchrl_bdpo.data import (
     load_offline_dataset,
     validate_transitions,
 )
+from torchrl_bdpo.data.d4rl_hdf5 import time_limit_rows
 
 OBS, ACT = 11, 3  # Hopper's sizes: D4RL's hopper datasets are checked against them
 N = 10  # rows: episode 0 = rows 0-3 (terminal), 1 = rows 4-6 (timeout), 2 = rows 7-9 (file ends)
@@ -64,6 +65,56 @@ def _qlearning_rows(arrays: dict[str, np.ndarray]) -> list[int]:
             continue  # a timeout's next row is another episode's first state
         kept.append(i)
     return kept
+
+
+def _limit_rows_by_loop(terminals: np.ndarray, limit: int) -> list[int]:
+    """Rows at an episode's ``limit``-th step, counted one row at a time (episodes start at
+    row 0 and after each terminal or limit row)."""
+    rows, step = [], 0
+    for i, terminal in enumerate(terminals):
+        step += 1
+        if terminal:
+            step = 0
+        elif step == limit:
+            rows.append(i)
+            step = 0
+    return rows
+
+
+def test_time_limit_rows_match_a_row_by_row_count():
+    rng = np.random.default_rng(0)
+    for limit in (1, 2, 3, 7):
+        terminals = rng.random(200) < 0.08
+        got = time_limit_rows(torch.from_numpy(terminals), limit).nonzero().flatten().tolist()
+        assert got == _limit_rows_by_loop(terminals, limit)
+    with pytest.raises(ValueError, match="max_episode_steps must be >= 1"):
+        time_limit_rows(torch.zeros(3, dtype=torch.bool), 0)
+
+
+def test_d4rl_file_without_timeouts_or_next_observations_is_cut_at_the_time_limit(tmp_path):
+    """D4RL's -v0 layout: nothing marks a time-limit end; the limit tells where it falls."""
+    arrays = _d4rl_arrays(next_observations=False)
+    del arrays["timeouts"]
+    # episodes: rows 0-3 (terminal), rows 4-7 (cut at the limit, 4 steps), rows 8-9 (file end)
+    arrays["terminals"] = np.isin(np.arange(N), [3])
+    path = _write(tmp_path / "hopper_medium-v0.hdf5", arrays)
+    with pytest.raises(DatasetValidationError, match="neither 'timeouts' nor 'next_observations'"):
+        load_d4rl_hdf5(path)
+    ds = load_offline_dataset("hopper-medium-v0", path=str(path), max_episode_steps=4)
+    data = ds.data
+    # D4RL's qlearning_dataset drops the limit's row (its next row is a reset) and the last row
+    limit_rows = _limit_rows_by_loop(arrays["terminals"], 4)
+    assert limit_rows == [7]
+    kept = [i for i in range(N - 1) if i not in limit_rows]
+    np.testing.assert_array_equal(data["observation"].numpy(), arrays["observations"][kept])
+    np.testing.assert_array_equal(
+        data["next", "observation"].numpy(), arrays["observations"][[i + 1 for i in kept]]
+    )
+    assert data["episode"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+    assert data["next", "terminated"].squeeze(-1).nonzero().flatten().tolist() == [3]
+    # the rows before the dropped ones end their episodes as truncations
+    assert data["next", "truncated"].squeeze(-1).nonzero().flatten().tolist() == [6, 7]
+    assert ds.metadata["time_limit_rows"] == 1 and not ds.metadata["has_timeouts"]
 
 
 @pytest.fixture

@@ -151,8 +151,11 @@ SHORT_ENV_RUN = (
 )
 
 
-def _write_d4rl_hopper_file(path: Path, episodes: int = 4, length: int = 20) -> Path:
-    """A D4RL-layout HDF5 file (random Hopper-sized rows, each episode ending in a timeout)."""
+def _write_d4rl_hopper_file(
+    path: Path, episodes: int = 4, length: int = 20, *, v0: bool = False
+) -> Path:
+    """A D4RL-layout HDF5 file (random Hopper-sized rows, each episode ending in a timeout;
+    with ``v0`` the timeouts and next observations are left out, as in D4RL's -v0 files)."""
     import h5py
 
     rng = np.random.default_rng(0)
@@ -160,11 +163,12 @@ def _write_d4rl_hopper_file(path: Path, episodes: int = 4, length: int = 20) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         f["observations"] = rng.normal(size=(rows, 11)).astype(np.float32)
-        f["next_observations"] = rng.normal(size=(rows, 11)).astype(np.float32)
+        if not v0:
+            f["next_observations"] = rng.normal(size=(rows, 11)).astype(np.float32)
+            f["timeouts"] = np.arange(rows) % length == length - 1
         f["actions"] = rng.uniform(-1, 1, size=(rows, 3)).astype(np.float32)
         f["rewards"] = rng.uniform(0, 3, size=rows).astype(np.float32)
         f["terminals"] = np.zeros(rows, bool)
-        f["timeouts"] = np.arange(rows) % length == length - 1
     return path
 
 
@@ -192,6 +196,13 @@ def test_d4rl_file_in_d4rl_default_directory_trains_and_evaluates(tmp_path, monk
         _cfg("task=hopper-medium-v2", f"data.path={other}", "data.download=false")
     )
     assert task.data.batch_size[0] == 80 and task.env_id == "Hopper-v5"
+    # a -v0-style file marks no time-limit ends: env.max_episode_steps says where they fall
+    v0 = _write_d4rl_hopper_file(tmp_path / "elsewhere" / "v0.hdf5", v0=True)
+    task = bdpo_utils.make_task_data(
+        _cfg("task=hopper-medium-v2", f"data.path={v0}", "env.max_episode_steps=20")
+    )
+    assert task.data.batch_size[0] == 4 * 19  # each episode's limit row has no next state
+    assert task.data["episode"].unique().numel() == 4
     task = bdpo_utils.make_task_data(
         _cfg("task=hopper-medium-v2", f"data.d4rl_root={tmp_path / 'd4rl'}", "data.download=false")
     )

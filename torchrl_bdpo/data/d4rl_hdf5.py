@@ -29,7 +29,13 @@ from tensordict import TensorDict
 from .errors import DatasetValidationError
 from .validation import check_flag_values
 
-__all__ = ["d4rl_datasets_dir", "d4rl_file_name", "d4rl_name_of_file", "read_d4rl_hdf5"]
+__all__ = [
+    "d4rl_datasets_dir",
+    "d4rl_file_name",
+    "d4rl_name_of_file",
+    "read_d4rl_hdf5",
+    "time_limit_rows",
+]
 
 _REQUIRED = ("observations", "actions", "rewards", "terminals")
 
@@ -81,22 +87,54 @@ def _read(handle, key: str, path: Path) -> np.ndarray:
         ) from err
 
 
-def read_d4rl_hdf5(path: str | os.PathLike) -> tuple[TensorDict, dict]:
+def time_limit_rows(terminated: torch.Tensor, max_episode_steps: int) -> torch.Tensor:
+    """Rows ``[N]`` where an episode reaches ``max_episode_steps`` steps without terminating.
+
+    Episodes start at row 0 and after every terminal or marked row; a row is marked when it
+    is the ``max_episode_steps``-th step of its episode. (D4RL's ``qlearning_dataset`` uses
+    this rule for files without ``timeouts``, except that its counter starts the episode
+    after a terminal at step 1.)
+
+    Examples:
+        >>> terminated = torch.tensor([False, True, False, False, False, False, False])
+        >>> time_limit_rows(terminated, 2).tolist()
+        [False, False, False, True, False, True, False]
+    """
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    terminated = terminated.reshape(-1).bool()
+    rows = torch.arange(terminated.numel())
+    starts = torch.zeros_like(terminated)
+    starts[0] = True
+    starts[1:] = terminated[:-1]
+    # step of each row counted from the last terminal; time limits fall every max_episode_steps
+    first = torch.cummax(torch.where(starts, rows, torch.zeros_like(rows)), 0).values
+    return ((rows - first + 1) % max_episode_steps == 0) & ~terminated
+
+
+def read_d4rl_hdf5(
+    path: str | os.PathLike, *, max_episode_steps: int | None = None
+) -> tuple[TensorDict, dict]:
     """Rows of a D4RL HDF5 file in TorchRL's processed layout, and facts about the file.
 
     Args:
         path: the ``.hdf5`` file.
+        max_episode_steps: the step limit the data were collected under. Needed (and used)
+            only for a file with neither ``timeouts`` nor ``next_observations``: the rows where
+            the limit falls become timeouts (:func:`time_limit_rows`).
 
     Returns:
         ``(rows, info)``: ``rows`` has batch size ``[N]`` and float32 ``observation``,
         ``action``, ``next/observation``, ``next/reward`` ``[N, 1]``, bool
         ``next/terminated``/``next/truncated`` ``[N, 1]`` (without ``next_observations`` the
         last row's next observation is zero and, unless terminal, it is flagged truncated);
-        ``info`` says whether the file had ``timeouts`` and ``next_observations``.
+        ``info`` says whether the file had ``timeouts`` and ``next_observations`` and, for a
+        file with neither, how many time-limit rows were marked.
 
     Raises:
         DatasetValidationError: the file is not readable HDF5, lacks a key, or holds arrays
-            of the wrong dtype, shape or length, or flags other than 0/1 (the message names
+            of the wrong dtype, shape or length, or flags other than 0/1, or has neither
+            ``timeouts`` nor ``next_observations`` and no ``max_episode_steps`` (the message names
             the file, the key and, for flags, the row).
     """
     import h5py
@@ -167,6 +205,19 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> tuple[TensorDict, dict]:
         # the conversion drops it like any timeout without a usable next observation.
         next_obs = torch.cat([obs[1:], torch.zeros_like(obs[:1])])
         truncated[-1] |= ~terminated[-1]
+    time_limits = None
+    if "timeouts" not in arrays and "next_observations" not in arrays:
+        # the row at a time limit looks like any other: only the limit can tell where it is
+        if max_episode_steps is None:
+            raise DatasetValidationError(
+                f"{path} has neither 'timeouts' nor 'next_observations', so the ends of "
+                "episodes cut by the time limit cannot be told from the data; pass the limit "
+                "the data were collected under (max_episode_steps; the recipe: "
+                "env.max_episode_steps), or add a 'timeouts' key"
+            )
+        limit_rows = time_limit_rows(terminated, max_episode_steps).reshape(num, 1)
+        time_limits = int(limit_rows.sum())
+        truncated |= limit_rows
 
     data = TensorDict(
         {
@@ -185,4 +236,7 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> tuple[TensorDict, dict]:
         "has_timeouts": "timeouts" in arrays,
         "has_next_observations": "next_observations" in arrays,
     }
+    if time_limits is not None:
+        info["time_limit_rows"] = time_limits
+        info["max_episode_steps"] = int(max_episode_steps)
     return data, info

@@ -41,7 +41,13 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from ..scores import D4RL_REF_SCORES
-from .d4rl_hdf5 import d4rl_datasets_dir, d4rl_file_name, d4rl_name_of_file, read_d4rl_hdf5
+from .d4rl_hdf5 import (
+    d4rl_datasets_dir,
+    d4rl_file_name,
+    d4rl_name_of_file,
+    read_d4rl_hdf5,
+    time_limit_rows,
+)
 from .dataset import OfflineDataset
 from .errors import DatasetUnavailableError, DatasetValidationError
 from .validation import validate_transitions
@@ -196,7 +202,11 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
 
 
 def load_d4rl_dataset(
-    name: str, *, root: str | os.PathLike | None = None, download: bool = True
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    max_episode_steps: int | None = None,
 ) -> OfflineDataset:
     """Load a D4RL dataset (e.g. ``"hopper-medium-v2"``) as TED transitions.
 
@@ -210,6 +220,9 @@ def load_d4rl_dataset(
             ``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets`` for the file,
             ``~/.cache/torchrl/d4rl`` for the copy).
         download: allow downloading when neither is there.
+        max_episode_steps: the step limit the data were collected under; needed only for
+            data that mark neither timeouts nor next observations (D4RL's ``-v0`` MuJoCo
+            files), see :func:`~torchrl_bdpo.data.d4rl_hdf5.time_limit_rows`.
 
     Returns:
         :class:`OfflineDataset` with the Gymnasium v5 evaluation env id (see
@@ -244,7 +257,7 @@ def load_d4rl_dataset(
     files = d4rl_hdf5_candidates(name, root)
     for path in files:
         if path.is_file():
-            return load_d4rl_hdf5(path, name=name)
+            return load_d4rl_hdf5(path, name=name, max_episode_steps=max_episode_steps)
     cache = d4rl_cache_dir(root)
     cached = (cache / name).exists()
     if not cached and not download:
@@ -276,11 +289,44 @@ def load_d4rl_dataset(
         else:
             os.environ["D4RL_DATASET_DIR"] = saved_env
 
+    raw, limits = _mark_time_limits(raw, max_episode_steps, cache / name)
     data, info = d4rl_transitions_from_torchrl(raw)
-    return _d4rl_dataset(name, data, {"source": "d4rl", "path": str(cache / name), **info})
+    return _d4rl_dataset(
+        name, data, {"source": "d4rl", "path": str(cache / name), **limits, **info}
+    )
 
 
-def load_d4rl_hdf5(path: str | os.PathLike, *, name: str | None = None) -> OfflineDataset:
+def _mark_time_limits(
+    raw: TensorDictBase, max_episode_steps: int | None, where: Path
+) -> tuple[TensorDictBase, dict]:
+    """torchrl's copy of a file without ``timeouts`` (no ``next/truncated``) whose next
+    observations are the following rows' (no ``next_observations``): the time-limit rows
+    marked as timeouts, as :func:`~torchrl_bdpo.data.d4rl_hdf5.read_d4rl_hdf5` does."""
+    if ("next", "truncated") in raw.keys(include_nested=True):
+        return raw, {}
+    obs = raw.get("observation").to(torch.float32)
+    next_obs = raw.get(("next", "observation")).to(torch.float32)
+    copies = torch.linalg.vector_norm(next_obs[:-1] - obs[1:], dim=-1) <= 1e-6
+    zeroed = (next_obs[:-1] == 0).all(-1)  # torchrl zeroes terminal rows' next observations
+    if not bool((copies | zeroed).all()):
+        return raw, {}  # the next observations show where episodes end
+    if max_episode_steps is None:
+        raise DatasetValidationError(
+            f"{where}: the data mark no timeouts and their next observations are the following "
+            "rows', so the ends of episodes cut by the time limit cannot be told from the data; "
+            "pass the limit the data were collected under (max_episode_steps; the recipe: "
+            "env.max_episode_steps)"
+        )
+    terminated = raw.get(("next", "terminated"))
+    rows = time_limit_rows(terminated, max_episode_steps).reshape(terminated.shape)
+    marked = raw.select(*raw.keys(include_nested=True, leaves_only=True)).clone(recurse=False)
+    marked.set(("next", "truncated"), rows)
+    return marked, {"time_limit_rows": int(rows.sum()), "max_episode_steps": max_episode_steps}
+
+
+def load_d4rl_hdf5(
+    path: str | os.PathLike, *, name: str | None = None, max_episode_steps: int | None = None
+) -> OfflineDataset:
     """Load an HDF5 file in D4RL's layout (see :mod:`~torchrl_bdpo.data.d4rl_hdf5`).
 
     Args:
@@ -289,6 +335,9 @@ def load_d4rl_hdf5(path: str | os.PathLike, *, name: str | None = None) -> Offli
             it, else the file's stem. A D4RL dataset name known to torchrl brings its
             evaluation env and reference scores; any other name has neither (evaluation
             then needs an env id, and reports raw returns).
+        max_episode_steps: the step limit the data were collected under; needed only for a
+            file with neither ``timeouts`` nor ``next_observations`` (see
+            :func:`~torchrl_bdpo.data.d4rl_hdf5.read_d4rl_hdf5`).
 
     Raises:
         DatasetUnavailableError: ``path`` is not a file.
@@ -308,7 +357,7 @@ def load_d4rl_hdf5(path: str | os.PathLike, *, name: str | None = None) -> Offli
         )
         raise DatasetUnavailableError(f"D4RL-format HDF5 file {path} {what}")
     name = name or d4rl_name_of_file(path) or path.stem
-    rows, file_info = read_d4rl_hdf5(path)
+    rows, file_info = read_d4rl_hdf5(path, max_episode_steps=max_episode_steps)
     data, info = d4rl_transitions_from_torchrl(rows)
     return _d4rl_dataset(
         name, data, {"source": "d4rl-hdf5", "path": str(path), **file_info, **info}

@@ -15,14 +15,15 @@ def load_offline_dataset(name: str, *, path: str | None = None, **kwargs: Any) -
     """Load ``name`` with the matching loader.
 
     - with ``path``: the HDF5 file in D4RL's layout at ``path``, named ``name``
-      (:func:`~torchrl_bdpo.data.d4rl_loader.load_d4rl_hdf5`; no other ``kwargs``);
+      (:func:`~torchrl_bdpo.data.d4rl_loader.load_d4rl_hdf5`; ``kwargs``: only
+      ``max_episode_steps``);
     - names containing ``/`` are Minari ids (``"mujoco/hopper/medium-v0"``):
       :func:`~torchrl_bdpo.data.minari_loader.load_minari_dataset`;
     - names ``<env>-<kind>-v<digit>`` are D4RL datasets (``"hopper-medium-v2"``):
       :func:`~torchrl_bdpo.data.d4rl_loader.load_d4rl_dataset`.
 
-    ``kwargs`` go to the chosen loader (``download`` for Minari; ``root``/``download``
-    for D4RL).
+    ``kwargs`` go to the chosen loader (``download`` for Minari; ``root``/``download``/
+    ``max_episode_steps`` for D4RL).
 
     Raises:
         ValueError: ``name`` has neither form.
@@ -34,7 +35,7 @@ def load_offline_dataset(name: str, *, path: str | None = None, **kwargs: Any) -
         ValueError: cannot tell the source of dataset 'hopper': use a Minari id containing '/' ...
     """
     if path is not None:
-        return load_d4rl_hdf5(path, name=name)
+        return load_d4rl_hdf5(path, name=name, **kwargs)
     if "/" in name:
         return load_minari_dataset(name, **kwargs)
     if D4RL_NAME_PATTERN.match(name):
