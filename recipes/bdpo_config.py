@@ -272,6 +272,11 @@ def validate_config(cfg: DictConfig) -> None:
                 f"({o.train_steps}): the actor would never train (optim.train_steps=0 runs "
                 "behavior pre-training only)"
             )
+        if cfg.data.domain == "toy2d" and cfg.loss.penalty_placement == "outside":
+            problems.append(
+                "loss.penalty_placement=outside needs next states: the 2D tasks are one-step "
+                "bandits (their Q target is the reward); use inside"
+            )
         if cfg.data.domain == "toy2d" and cfg.eval.toy2d_samples > cfg.data.toy2d_size:
             problems.append(
                 f"eval.toy2d_samples ({cfg.eval.toy2d_samples}) must be <= data.toy2d_size "

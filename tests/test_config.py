@@ -83,6 +83,8 @@ def test_the_d4rl_grade_collector_settings_fit_the_schema():
         ("~loss.gamma", r"loss.gamma is missing"),
         # the actor must get to train
         ("optim.value_warmup_steps=5000", r"value_warmup_steps \(5000\) must be < optim.train_"),
+        # the 2D tasks are bandits: no next state for the paper-era penalty placement
+        ("loss.penalty_placement=outside", r"loss.penalty_placement=outside needs next states"),
         # finite numbers
         ("loss.eta=inf", r"loss.eta must be a finite number \(got inf\)"),
         ("loss.rho=nan", r"loss.rho must be a finite number \(got nan\)"),

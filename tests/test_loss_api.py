@@ -159,6 +159,10 @@ def test_loss_sampling_stays_stochastic_in_deterministic_mode():
         ({"eta": float("inf")}, "eta must be a finite number"),
         ({"rho": float("nan")}, "rho"),
         ({"reduction": "median"}, "reduction"),
+        (
+            {"bandit": True, "penalty_placement": "outside"},
+            "penalty_placement='outside' cannot be used with bandit=True",
+        ),
     ],
 )
 def test_invalid_settings(kwargs, match):

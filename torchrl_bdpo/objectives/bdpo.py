@@ -87,7 +87,8 @@ class BDPOLoss(LossModule):
             Defaults to ``"inside"``.
         aggregation ("lcb" | "mean" | "min"): ``Agg_k``. Defaults to ``"lcb"``.
         bandit (bool): every transition is terminal (one-step tasks): the Q target
-            is the reward and no next-state chain is run. Defaults to ``False``.
+            is the reward and no next-state chain is run (so ``penalty_placement``
+            must be ``"inside"``). Defaults to ``False``.
         stratified_steps (bool): the fast path for the value and actor losses.
             Instead of ``n ~ U{1..N}`` i.i.d., the first ``ceil(B/N)`` rows of a
             batch get ``n = 1`` and the others cycle through ``2..N`` (batches are
@@ -223,7 +224,7 @@ class BDPOLoss(LossModule):
                 "BDPOLoss takes its discount the TorchRL way: build the loss, then call "
                 f"loss.make_value_estimator(gamma={gamma!r})."
             )
-        _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregation)
+        _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregation, bandit)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(
                 f"Invalid BDPOLoss settings: reduction must be 'mean', 'sum' or 'none' (got "
@@ -693,7 +694,9 @@ def _real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregation) -> None:
+def _check_settings(
+    eta, rho, num_samples, backup, penalty_placement, aggregation, bandit=False
+) -> None:
     problems = []
     if not (_real(eta) and eta > 0):
         problems.append(f"eta must be a finite number > 0 (got {eta!r})")
@@ -711,5 +714,12 @@ def _check_settings(eta, rho, num_samples, backup, penalty_placement, aggregatio
         )
     if aggregation not in _AGGREGATIONS:
         problems.append(f"aggregation must be one of {_AGGREGATIONS} (got {aggregation!r})")
+    if bandit and penalty_placement == "outside":
+        problems.append(
+            "penalty_placement='outside' cannot be used with bandit=True: the paper-era code "
+            "subtracts eta * P(s') from terminal targets too, which needs a next-state chain "
+            "that bandit tasks do not run; use 'inside' (the authors' code: the target is the "
+            "reward)"
+        )
     if problems:
         raise ValueError("Invalid BDPOLoss settings: " + "; ".join(problems) + ".")
