@@ -214,6 +214,7 @@ class BDPOTrainer:
                 self.task.obs_dim,
                 device=self.device,
                 env_spec=self.task.env_spec,
+                action_dim=self.task.action_dim,
             )
         self.cuda_graphs = uses_cuda_graphs(cfg, self.device)
         # per loss: the first update with a non-finite value or gradient norm (no sync per update)
@@ -248,8 +249,11 @@ class BDPOTrainer:
         if bad:
             step = min(s for s, _ in bad)
             name = ", ".join(n for s, n in bad if s == step)  # in update order
+            # the watch holds the updates done before the faulty one; counted from 1, like
+            # the checkpoints' and logs' update counts
             raise NumericalError(
-                f"{name} (or its gradient) became non-finite at update {step}. Training stopped; "
+                f"{name} (or its gradient) became non-finite at update {step + 1}. Training "
+                "stopped; "
                 f"{self._checkpoint_note()}. Lower the learning rates or check the data for "
                 "extreme values."
             )
@@ -496,7 +500,7 @@ def _run(cfg: DictConfig, rd: RunDirectory, trainer_cls: type[BDPOTrainer]) -> P
         if trainer.step >= trainer.total_steps and path.exists():
             log.info("The run in %s is complete; nothing to do.", run_dir)
             if trainer.eval_env is not None:
-                trainer.eval_env.close()
+                trainer.eval_env.close(raise_if_closed=False)  # a SerialEnv never started
             return path
     with rd.disk_errors():
         return _train(cfg, rd, trainer)
@@ -524,7 +528,7 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
 
     plot_learning_curves(run_dir)  # curves.png: losses, Q/V, KL terms, evaluations
     if trainer.eval_env is not None:
-        trainer.eval_env.close()
+        trainer.eval_env.close(raise_if_closed=False)  # unstarted when no evaluation ran
     return path
 
 

@@ -190,6 +190,16 @@ def test_d4rl_file_in_d4rl_default_directory_trains_and_evaluates(tmp_path, monk
     final = summary["eval"]["final"]
     expected = 100 * (final["return_mean"] + 20.272305) / (3234.3 + 20.272305)
     assert final["normalized_score_mean"] == pytest.approx(expected)
+    # resuming the finished run does nothing and ends cleanly (its evaluation envs never start)
+    again = bdpo_offline.run(
+        _cfg("task=hopper-medium-v2", *SHORT_ENV_RUN, "resume=true"), tmp_path / "run"
+    )
+    assert json.loads(again.read_text()) == summary
+    # pre-training only: no evaluation runs, the run still ends cleanly
+    pre = bdpo_offline.run(
+        _cfg("task=hopper-medium-v2", *SHORT_ENV_RUN, "optim.train_steps=0"), tmp_path / "pre"
+    )
+    assert json.loads(pre.read_text())["eval"] is None
     # the same file anywhere, through data.path (here under another dataset name)
     other = _write_d4rl_hopper_file(tmp_path / "elsewhere" / "copy.hdf5")
     task = bdpo_utils.make_task_data(
@@ -619,7 +629,8 @@ class _Poisoning(bdpo_offline.BDPOTrainer):
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
-    with pytest.raises(bdpo_offline.NumericalError, match=r"loss_qvalue.*non-finite at update 33"):
+    # the poisoned update is the 34th (33 done before it), as the logs count updates
+    with pytest.raises(bdpo_offline.NumericalError, match=r"loss_qvalue.*non-finite at update 34"):
         bdpo_offline.run(
             _toy("checkpoint.interval=10", "eval.interval=100"), tmp_path, trainer_cls=_Poisoning
         )
@@ -647,6 +658,18 @@ def test_observation_size_must_match_the_evaluation_env(tmp_path, minari_hopper_
     cfg = _cfg("task=custom", f"data.name={minari_hopper_dataset}", "env.id=HalfCheetah-v5", *TINY)
     with pytest.raises(ConfigError, match=r"11 entries but HalfCheetah-v5 emits 17"):
         bdpo_offline.run(cfg, tmp_path)
+
+
+def test_action_size_and_bounds_must_match_the_evaluation_env():
+    """Checked when the run starts, not at the first evaluation after pre-training."""
+    from bdpo_utils import make_eval_env
+
+    with pytest.raises(ConfigError, match=r"actions have 2 entries but Hopper-v5 takes 3"):
+        make_eval_env("Hopper-v5", 2, 10, 11, action_dim=2)
+    # InvertedPendulum-v5 takes one action in [-3, 3]; the actor samples in [-1, 1]
+    with pytest.raises(ConfigError, match=r"bounds are low \[-3.0\], high \[3.0\].*\[-1, 1\]"):
+        make_eval_env("InvertedPendulum-v5", 1, 10, 4, action_dim=1)
+    make_eval_env("Hopper-v5", 2, 10, 11, action_dim=3).close(raise_if_closed=False)
 
 
 def _start(run_dir, *extra):
