@@ -528,11 +528,13 @@ def make_eval_env(
     obs_dim: int,
     device=None,
     env_spec: str | None = None,
+    action_dim: int | None = None,
 ):
     """``num_envs`` copies of ``env_id`` in a ``SerialEnv`` (float32, outputs on ``device``).
 
     ``env_spec`` (a Gymnasium ``EnvSpec`` as JSON, e.g. a Minari dataset's evaluation spec)
-    rebuilds the env with its kwargs (a maze layout, a fixed goal). Goal-conditioned envs
+    rebuilds the env with its kwargs (a maze layout, a fixed goal). With ``action_dim`` the
+    env must take that many actions, bounded by ``[-1, 1]``. Goal-conditioned envs
     (dict observations with ``observation`` and goals) get the layout of the data:
     ``observation = concat(achieved_goal, observation, desired_goal)``.
     """
@@ -581,7 +583,32 @@ def make_eval_env(
             "without environment evaluation with eval.env=false."
         ) from err
     env_obs = probe.observation_spec["observation"].shape[-1]
+    action_spec = probe.full_action_spec[probe.action_key]
+    bounds = (
+        getattr(getattr(action_spec, "space", None), "low", None),
+        getattr(getattr(action_spec, "space", None), "high", None),
+    )
     probe.close()
+    if action_dim is not None and action_spec.shape[-1] != action_dim:
+        raise ConfigError(
+            f"The dataset's actions have {action_dim} entries but {env_id} takes "
+            f"{action_spec.shape[-1]}; set env.id to the environment the data came from (or "
+            "eval.env=false)."
+        )
+    if action_dim is not None and not (
+        bounds[0] is not None
+        and torch.allclose(bounds[0].float(), torch.full_like(bounds[0].float(), -1.0))
+        and torch.allclose(bounds[1].float(), torch.full_like(bounds[1].float(), 1.0))
+    ):
+        low, high = (
+            ("none", "none") if bounds[0] is None else (bounds[0].tolist(), bounds[1].tolist())
+        )
+        raise ConfigError(
+            f"{env_id}'s action bounds are low {low}, high {high}, but BDPO's actor samples actions in "
+            "[-1, 1], the range the data are checked against; evaluate in an env whose actions "
+            "are in [-1, 1] (e.g. rescale them with a wrapper registered under its own id), or "
+            "set eval.env=false."
+        )
     if env_obs != obs_dim:
         raise ConfigError(
             f"The dataset's observations have {obs_dim} entries but {env_id} emits {env_obs}; "
