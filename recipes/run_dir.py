@@ -67,8 +67,17 @@ RUN_ONLY = (
     "compile_scope",
     "hydra",
 )
-#: settings a resume may change: the run-only ones and the checkpoint/evaluation cadence
-RESUME_FREE = (*RUN_ONLY, "checkpoint.interval", "eval.interval", "eval.episodes")
+#: settings a resume may change: the run-only ones, the checkpoint/evaluation cadence and where
+#: the data are found (a moved file; the checkpoint's data fingerprint refuses other data)
+RESUME_FREE = (
+    *RUN_ONLY,
+    "checkpoint.interval",
+    "eval.interval",
+    "eval.episodes",
+    "data.path",
+    "data.d4rl_root",
+    "data.download",
+)
 _DISK_ERRNOS = {
     errno.ENOSPC,
     errno.EDQUOT,
@@ -454,8 +463,8 @@ def resume_settings(
             f"resume=true: these overrides change what the run in {run_dir} computes: "
             + "; ".join(problems)
             + ". Resume with `resume=true hydra.run.dir=<dir>` alone (changes to logging, "
-            "threads, device, compile, checkpoint.interval, eval.interval and eval.episodes "
-            "are allowed), or start a new run directory."
+            "threads, device, compile, checkpoint.interval, eval.interval, eval.episodes and "
+            "where the data are found are allowed), or start a new run directory."
         )
     return new
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,16 @@ def test_d4rl_file_in_d4rl_default_directory_trains_and_evaluates(tmp_path, monk
         _cfg("task=hopper-medium-v2", *SHORT_ENV_RUN, "resume=true"), tmp_path / "run"
     )
     assert json.loads(again.read_text()) == summary
+    # the data may move (a resume may point data.path at the same rows elsewhere) ...
+    moved = tmp_path / "moved" / "hopper_medium-v2.hdf5"
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "d4rl" / "hopper_medium-v2.hdf5", moved)
+    resume = ("task=hopper-medium-v2", *SHORT_ENV_RUN, "resume=true", f"data.path={moved}")
+    assert bdpo_offline.run(_cfg(*resume), tmp_path / "run") == again
+    # ... but other rows are refused by the checkpoint's data fingerprint
+    _write_d4rl_hopper_file(moved, episodes=5)
+    with pytest.raises(ConfigError, match="not the one the run started with"):
+        bdpo_offline.run(_cfg(*resume), tmp_path / "run")
     # pre-training only: no evaluation runs, the run still ends cleanly
     pre = bdpo_offline.run(
         _cfg("task=hopper-medium-v2", *SHORT_ENV_RUN, "optim.train_steps=0"), tmp_path / "pre"
