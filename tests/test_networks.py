@@ -83,7 +83,7 @@ def test_mish_matches_reference_and_its_gradient(fn):
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_mish_keeps_bfloat16_precision_on_large_tensors(requires_grad):
     """Above SMALL_TENSOR elements float32 uses 1 - 2 / ((1 + e^x)^2 + 1), which cancels in
-    bfloat16 for x < -1 (43 % mean relative error there); 16-bit tensors keep the composition."""
+    bfloat16 for x < -1 (43 % mean relative error there); 16-bit tensors use 1 / (1 + 2 / m)."""
     x = torch.linspace(-8, 4, 40000)
     assert x.numel() >= SMALL_TENSOR
     exact = x.double() * torch.tanh(torch.log1p(torch.exp(x.double())))
