@@ -217,6 +217,22 @@ def test_episodes_to_ted_flattens_dict_observations():
         episodes_to_ted([dict(ep, actions=np.zeros((3, 1)))])
 
 
+def test_episode_without_an_end_flag_ends_as_a_truncation():
+    ep = {
+        "observations": np.arange(4.0).reshape(4, 1),
+        "actions": np.zeros((3, 1)),
+        "rewards": np.ones(3),
+        "terminations": np.zeros(3, bool),
+        "truncations": np.zeros(3, bool),
+    }
+    ended = dict(ep, terminations=np.array([False, False, True]))
+    td = episodes_to_ted([ep, ended])
+    assert td["next", "truncated"].squeeze(-1).tolist() == [False, False, True] + [False] * 3
+    assert td["next", "terminated"].squeeze(-1).tolist() == [False] * 5 + [True]
+    assert td["next", "done"].squeeze(-1).tolist() == [False, False, True, False, False, True]
+    assert not ep["truncations"].any()  # the caller's arrays are left as they were
+
+
 def test_rollout_episodes_marks_truncation_at_max_steps():
     episodes = rollout_episodes(
         "Hopper-v5", lambda obs: np.zeros(3), num_episodes=2, seed=3, max_steps=5

@@ -110,7 +110,8 @@ def episodes_to_ted(episodes: Sequence[Mapping[str, Any]]) -> TensorDict:
         episodes: episodes in the Minari layout, ``L >= 1`` steps each.
 
     Returns:
-        TensorDict with batch size ``[sum(L)]``.
+        TensorDict with batch size ``[sum(L)]``. Every episode ends with ``done``: a last
+        step with neither flag (the data stop there) becomes a truncation.
 
     Raises:
         DatasetValidationError: no episodes, an episode whose arrays disagree in length, or
@@ -162,8 +163,13 @@ def episodes_to_ted(episodes: Sequence[Mapping[str, Any]]) -> TensorDict:
         next_obs.append(ep_obs[1:])
         actions.append(ep_act.reshape(length, -1))
         rewards.append(ep_rew)
-        terms.append(_as_flags(ep["terminations"], length, "terminations", i))
-        truncs.append(_as_flags(ep["truncations"], length, "truncations", i))
+        ep_term = _as_flags(ep["terminations"], length, "terminations", i)
+        ep_trunc = _as_flags(ep["truncations"], length, "truncations", i)
+        if not (ep_term[-1] or ep_trunc[-1]):  # the data end there: a truncation (as for D4RL)
+            ep_trunc = ep_trunc.copy()
+            ep_trunc[-1] = True
+        terms.append(ep_term)
+        truncs.append(ep_trunc)
         ep_ids.append(np.full(length, i, dtype=np.int64))
 
     def cat(parts: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
