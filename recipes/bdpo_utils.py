@@ -589,6 +589,13 @@ def make_eval_env(
         getattr(getattr(action_spec, "space", None), "high", None),
     )
     probe.close()
+    if env_obs != obs_dim:
+        raise ConfigError(
+            f"The dataset's observations have {obs_dim} entries but {env_id} emits {env_obs}; "
+            "set env.id to the environment the data came from (or eval.env=false). D4RL's "
+            "AntMaze -v0 data do not match gymnasium-robotics' AntMaze observations or maze "
+            "coordinates: evaluating them there is not supported."
+        )
     if action_dim is not None and action_spec.shape[-1] != action_dim:
         raise ConfigError(
             f"The dataset's actions have {action_dim} entries but {env_id} takes "
@@ -608,13 +615,6 @@ def make_eval_env(
             "[-1, 1], the range the data are checked against; evaluate in an env whose actions "
             "are in [-1, 1] (e.g. rescale them with a wrapper registered under its own id), or "
             "set eval.env=false."
-        )
-    if env_obs != obs_dim:
-        raise ConfigError(
-            f"The dataset's observations have {obs_dim} entries but {env_id} emits {env_obs}; "
-            "set env.id to the environment the data came from (or eval.env=false). D4RL's "
-            "AntMaze -v0 data do not match gymnasium-robotics' AntMaze observations or maze "
-            "coordinates: evaluating them there is not supported."
         )
     if num_envs > 1:
         return TransformedEnv(SerialEnv(num_envs, make), StepCounter(max_steps=max_episode_steps))
