@@ -45,7 +45,9 @@ def diffusion_actor(
     )
 
 
-def make_loss(num_steps: int = 5, clip: bool = True, **kwargs) -> BDPOLoss:
+def make_loss(
+    num_steps: int = 5, clip: bool = True, *, updaters: bool = True, **kwargs
+) -> BDPOLoss:
     kwargs.setdefault("eta", 0.2)
     kwargs.setdefault("num_samples", 3)
     q = make_qvalue_operator(QEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)))
@@ -55,9 +57,11 @@ def make_loss(num_steps: int = 5, clip: bool = True, **kwargs) -> BDPOLoss:
         )
     )
     gamma = kwargs.pop("gamma", None)
-    loss = with_target_updaters(
-        BDPOLoss(diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs)
+    loss = BDPOLoss(
+        diffusion_actor(num_steps, clip), q, v, diffusion_actor(num_steps, clip), **kwargs
     )
+    if updaters:
+        loss = with_target_updaters(loss)
     return loss if gamma is None else loss.make_value_estimator(gamma=gamma)
 
 

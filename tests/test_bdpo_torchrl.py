@@ -168,6 +168,34 @@ class TestBDPO:
         assert (OBS, ACT) == (td["observation"].shape[-1], td["action"].shape[-1])
 
 
+def test_group_updaters_leave_the_missing_updater_warning_to_the_other_groups():
+    """TorchRL losses warn while a target group has no updater; one group's updater must not
+    silence the warning for the others."""
+    import warnings
+
+    loss = make_loss(updaters=False)
+    assert not any(loss._has_update_associated.values())
+    td = batch(4)
+    GroupSoftUpdate(loss, groups=["qvalue_network", "value_network"], eps=0.995)
+    with pytest.warns(UserWarning, match="target network"):
+        loss(td)
+    for group in ("actor_network", "behavior_network"):
+        GroupSoftUpdate(loss, groups=[group], tau=0.005)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        loss(td)  # every group has its updater now
+
+
+def test_group_updater_takes_eps_or_tau_like_soft_update():
+    loss = make_loss()
+    by_eps = GroupSoftUpdate(loss, groups=["value_network"], eps=0.995)
+    by_tau = GroupSoftUpdate(loss, groups=["value_network"], tau=0.005)
+    assert by_eps.eps == pytest.approx(by_tau.eps) == pytest.approx(0.995)
+    for bad in ({}, {"tau": 0.1, "eps": 0.9}):
+        with pytest.raises(ValueError, match="one of tau and eps"):
+            GroupSoftUpdate(loss, groups=["value_network"], **bad)
+
+
 def test_loss_config_holds_every_keyword_and_instantiates_with_hydra():
     """BDPOLossConfig mirrors BDPOLoss's keywords (TorchRL's *LossConfig convention) and the recipe's
     loss section; hydra.utils.instantiate builds the loss with its discount."""

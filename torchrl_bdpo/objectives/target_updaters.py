@@ -21,6 +21,10 @@ class GroupSoftUpdate(SoftUpdate):
             ``target_<group>_params``.
         groups (sequence of str): the module names, e.g. ``("qvalue_network", "value_network")``.
         tau (float): the Polyak rate: ``target <- (1 - tau) target + tau source``.
+        eps (float): or, as for ``SoftUpdate``, ``1 - tau`` (give one of the two).
+
+    Only the named groups count as updated: the loss still warns, as TorchRL losses do,
+    while another of its target groups has no updater.
 
     Examples:
         >>> from torchrl_bdpo import (BDPOLoss, NoiseNet, VPSchedule, DiffusionSampler,
@@ -37,15 +41,35 @@ class GroupSoftUpdate(SoftUpdate):
         >>> behavior_ema.step()
     """
 
-    def __init__(self, loss_module: LossModule, *, groups: Sequence[str], tau: float) -> None:
+    def __init__(
+        self,
+        loss_module: LossModule,
+        *,
+        groups: Sequence[str],
+        tau: float | None = None,
+        eps: float | None = None,
+    ) -> None:
         if isinstance(groups, str):
             groups = [groups]
         self.groups = tuple(groups)
         if not self.groups:
             raise ValueError("GroupSoftUpdate needs at least one group.")
+        if (tau is None) == (eps is None):
+            raise ValueError(f"give one of tau and eps = 1 - tau (got tau={tau}, eps={eps}).")
+        if tau is None:
+            tau = 1.0 - eps
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau}.")
-        super().__init__(loss_module, tau=tau)
+        # SoftUpdate marks every target group of the loss as updated; only ours are
+        flags = getattr(loss_module, "_has_update_associated", {})
+        before = dict(flags)
+        try:
+            super().__init__(loss_module, tau=tau)
+        finally:
+            flags.update(before)
+        for group in self.groups:
+            if group in flags:
+                flags[group] = True
 
     def init_(self) -> None:
         wanted = [f"target_{g}_params" for g in self.groups]
