@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _factories import batch, make_loss
+from _factories import ACT, OBS, batch, make_loss
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -354,6 +354,31 @@ def test_discount_is_set_the_torchrl_way():
         loss.make_value_estimator(gamma=1.5)
     with pytest.raises(NotImplementedError, match="gamma"):
         loss.make_value_estimator(lmbda=0.9)
+    # a one-element tensor discount, as TorchRL losses accept it
+    assert loss.make_value_estimator(gamma=torch.tensor(0.95)).gamma == pytest.approx(0.95)
+    assert isinstance(loss.gamma, float)
+    # no TorchRL value estimator: the attribute is None (hasattr works), not an error
+    assert loss.value_estimator is None and hasattr(loss, "value_estimator")
+
+
+def test_loss_config_without_a_discount_keeps_the_default():
+    from _factories import diffusion_actor
+
+    from torchrl_bdpo import (
+        BDPOLossConfig,
+        DiffusionValueEnsemble,
+        QEnsemble,
+        make_qvalue_operator,
+        make_value_operator,
+    )
+
+    loss = BDPOLossConfig(eta=0.2, gamma=None).build(
+        diffusion_actor(),
+        make_qvalue_operator(QEnsemble(OBS, ACT, num_members=2, hidden_sizes=(8,))),
+        make_value_operator(DiffusionValueEnsemble(OBS, ACT, num_members=2, hidden_sizes=(8,))),
+        diffusion_actor(),
+    )
+    assert loss.gamma == 0.99
 
 
 def test_actions_outside_the_box_are_accepted_without_sampler_clipping():

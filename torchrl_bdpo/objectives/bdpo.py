@@ -297,10 +297,17 @@ class BDPOLoss(LossModule):
             )
         if "gamma" in hyperparams:
             gamma = hyperparams["gamma"]
+            if isinstance(gamma, torch.Tensor) and gamma.numel() == 1 and gamma.is_floating_point():
+                gamma = float(gamma)  # once, at set-up: a tensor discount as TorchRL losses take it
             if not (_real(gamma) and 0 <= gamma <= 1):
                 raise ValueError(f"gamma must be a number in [0, 1] (got {gamma!r}).")
             self.gamma = float(gamma)
         return self
+
+    def _default_value_estimator(self) -> None:
+        """No TorchRL value estimator: ``loss.value_estimator`` is ``None`` (BDPO's targets are
+        its own, :meth:`q_target`), instead of the base class's attempt to build one."""
+        self._value_estimator = None
 
     def _get(self, tensordict: TensorDictBase, keys: list[NestedKey], method: str):
         values = [tensordict.get(k, None) for k in keys]

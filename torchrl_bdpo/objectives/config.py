@@ -46,7 +46,7 @@ class BDPOLossConfig(LossConfig):
     error_reduction: str = "mean"
     reduction: str = "mean"
     validate_inputs: bool = True
-    gamma: float = 0.99
+    gamma: float | None = 0.99
     _target_: str = "torchrl_bdpo.objectives.config.build_bdpo_loss"
 
     def __post_init__(self) -> None:
@@ -65,11 +65,18 @@ class BDPOLossConfig(LossConfig):
 
 
 def build_bdpo_loss(
-    actor_network, qvalue_network, value_network, behavior_network, *, gamma: float = 0.99, **kwargs
+    actor_network,
+    qvalue_network,
+    value_network,
+    behavior_network,
+    *,
+    gamma: float | None = 0.99,
+    **kwargs,
 ):
     """``BDPOLoss(...).make_value_estimator(gamma=gamma)``: the ``_target_`` of
-    :class:`BDPOLossConfig` (``hydra.utils.instantiate(cfg, actor_network=..., ...)``)."""
+    :class:`BDPOLossConfig` (``hydra.utils.instantiate(cfg, actor_network=..., ...)``);
+    ``gamma=None`` leaves the loss's default discount, as TorchRL's loss configs do."""
     from torchrl_bdpo.objectives.bdpo import BDPOLoss
 
     loss = BDPOLoss(actor_network, qvalue_network, value_network, behavior_network, **kwargs)
-    return loss.make_value_estimator(gamma=gamma)
+    return loss if gamma is None else loss.make_value_estimator(gamma=gamma)
