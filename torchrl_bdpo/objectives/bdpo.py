@@ -357,7 +357,8 @@ class BDPOLoss(LossModule):
             )
         policy = self.actor_network.policy
         if key == keys.action and policy.clip_sample:  # the sampler's box is part of the model
-            low, high = policy.action_low.to(value.dtype), policy.action_high.to(value.dtype)
+            # the module's own box (not moved by loss.to()): brought to the batch's device/dtype
+            low, high = policy.action_low.to(value), policy.action_high.to(value)
             if not ((value >= low) & (value <= high)).all():
                 raise ValueError(
                     f"{where} has values outside the action box [{low.tolist()}, {high.tolist()}] "
