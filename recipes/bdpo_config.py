@@ -110,6 +110,10 @@ class CriticSettings:
     hidden_sizes: list[int] = setting("hidden widths of every ensemble member, e.g. [256,256,256]")
     q_layer_norm: bool = setting("LayerNorm in the Q networks")
     v_layer_norm: bool = setting("LayerNorm in the diffusion-value networks")
+    v_step_hidden: list[int] = setting(
+        "widths of the diffusion values' step-embedding MLP (authors' code [128, 64]; the "
+        "ICML-era code, flow-rl 9e8c667, [64, 64]); its last width is the step features' size"
+    )
 
 
 @dataclass

@@ -337,7 +337,12 @@ def make_loss_module(cfg: DictConfig, task: TaskData, device: torch.device) -> B
     )
     v = make_value_operator(
         DiffusionValueEnsemble(
-            task.obs_dim, task.action_dim, k, hidden, layer_norm=bool(cfg.critic.v_layer_norm)
+            task.obs_dim,
+            task.action_dim,
+            k,
+            hidden,
+            layer_norm=bool(cfg.critic.v_layer_norm),
+            step_hidden=tuple(cfg.critic.v_step_hidden),
         )
     )
     settings = BDPOLossConfig(

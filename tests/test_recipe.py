@@ -671,6 +671,20 @@ def test_observation_size_must_match_the_evaluation_env(tmp_path, minari_hopper_
         bdpo_offline.run(cfg, tmp_path)
 
 
+def test_value_step_mlp_widths_are_a_setting():
+    """critic.v_step_hidden: [128, 64] by default (flow-rl bae22f4), [64, 64] in the ICML code."""
+    from bdpo_utils import make_loss_module, make_task_data
+
+    for widths in ([128, 64], [64, 64]):
+        cfg = _toy(f"critic.v_step_hidden=[{widths[0]},{widths[1]}]")
+        loss = make_loss_module(cfg, make_task_data(cfg), torch.device("cpu"))
+        step_mlp = loss.value_network.module.step_mlp
+        shapes = [
+            tuple(w.shape) for name, w in step_mlp.named_parameters() if name.endswith("weight")
+        ]
+        assert shapes == [(3, 64, widths[0]), (3, widths[0], widths[1])], shapes
+
+
 def test_action_size_and_bounds_must_match_the_evaluation_env():
     """Checked when the run starts, not at the first evaluation after pre-training."""
     from bdpo_utils import make_eval_env
