@@ -17,7 +17,7 @@ What it does (settings in ``config_collect/collect.yaml``):
    policy's return (``final``), else mid-training. A policy snapshot and the replay buffer's
    size are kept at every evaluation, so the choice can be made afterwards.
 4. Writes, with Minari's own ``create_dataset_from_buffers`` (through
-   :func:`torchrl_bdpo.data.build_minari_dataset`):
+   ``build_minari_dataset`` of ``recipes/minari_building.py``):
 
    * ``<prefix>/<env>/medium-<v>``: episodes of the medium policy;
    * ``<prefix>/<env>/medium-replay-<v>``: every transition in the replay buffer up to the
@@ -124,7 +124,10 @@ def make_env(env_id: str, max_episode_steps: int, reward_sum: bool = True):
     transforms = [DoubleToFloat(), StepCounter(max_steps=max_episode_steps)]
     if reward_sum:
         transforms.append(RewardSum())
-    return TransformedEnv(GymEnv(env_id), Compose(*transforms))
+    # Gymnasium's own time limit set to the same value (its default, e.g. 1000, would otherwise
+    # cut longer episodes first; the random reference's rollouts use this limit too)
+    base = GymEnv(env_id, max_episode_steps=int(max_episode_steps))
+    return TransformedEnv(base, Compose(*transforms))
 
 
 # -------------------------------------------------------------------------------- SAC

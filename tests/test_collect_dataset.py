@@ -275,6 +275,17 @@ def test_only_medium_expert_still_rolls_out_both_policies(tmp_path):
     assert not (tmp_path / "minari" / "bdpo-local" / "hopper" / "medium-v0").exists()
 
 
+def test_the_step_limit_holds_beyond_gymnasiums_own():
+    """env.max_episode_steps above the registered limit (HalfCheetah: 1000) lengthens the
+    episodes, as it does for the random reference's rollouts."""
+    env = collect_dataset.make_env("HalfCheetah-v5", 1005, reward_sum=False)
+    env.set_seed(0)
+    td = env.rollout(1010, break_when_any_done=True)
+    env.close()
+    assert td.shape[-1] == 1005
+    assert td["next", "truncated"][-1].all() and not td["next", "terminated"].any()
+
+
 def _tiny_sac():
     cfg = _cfg(*TINY)
     env = collect_dataset.make_env("Hopper-v5", 60)
