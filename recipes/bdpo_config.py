@@ -404,6 +404,14 @@ def validate_collect_config(cfg: DictConfig) -> None:
             problems.append(
                 f"reference.{key} must be {' | '.join(words)} | <number> (got {value!r})"
             )
+    if not problems:
+        total, per_batch = int(cfg.train.total_frames), int(cfg.train.frames_per_batch)
+        if total % per_batch:
+            problems.append(
+                f"train.total_frames ({total}) must be a multiple of train.frames_per_batch "
+                f"({per_batch}): TorchRL's collector would round it up to "
+                f"{-(-total // per_batch) * per_batch} frames, past the replay buffer's size"
+            )
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
 

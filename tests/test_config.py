@@ -135,6 +135,11 @@ def test_valid_edge_values_are_accepted():
         ("reference.random=final", r"reference.random must be measured \| d4rl \| <number>"),
         ("+sac.entropy=1", r"sac.entropy is not a setting"),
         ("seed=4294967296", r"seed must be in 0 .. 2\*\*32 - 1"),
+        # the collector rounds total_frames up to whole batches: more than the buffer holds
+        (
+            "train.total_frames=75050",
+            r"train.total_frames \(75050\) must be a multiple of train.frames_per_batch \(100\)",
+        ),
     ],
 )
 def test_wrong_collector_settings_are_one_line_errors(override, match):
