@@ -166,7 +166,8 @@ def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
 def load_summaries(paths: Iterable[str | Path]) -> list[dict]:
     """Parse summary files; each dict gets its source file under ``"_path"``.
 
-    Raises ``ValueError`` naming the file for malformed JSON or a summary without ``task``.
+    Raises ``ValueError`` naming the file for malformed JSON or a summary without ``task``;
+    skips, with a warning, the summaries of ``recipes/collect_dataset.py`` runs.
     """
     out = []
     for p in map(Path, paths):
@@ -174,6 +175,10 @@ def load_summaries(paths: Iterable[str | Path]) -> list[dict]:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"malformed summary file {p}: {e}") from e
+        if isinstance(data, dict) and "task" not in data and {"env_id", "datasets"} <= set(data):
+            # recipes/collect_dataset.py's summary (its runs default to runs/collect/...)
+            logger.warning("skipping %s: a dataset collector's summary, not a BDPO run", p)
+            continue
         if not isinstance(data, dict) or not isinstance(data.get("task"), str):
             raise ValueError(f"malformed summary file {p}: expected an object with a 'task' string")
         data["_path"] = str(p)

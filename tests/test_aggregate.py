@@ -254,6 +254,18 @@ def test_malformed_json_names_file(tmp_path: Path) -> None:
         agg.load_summaries([bad])
 
 
+def test_collector_summaries_in_the_tree_are_skipped(sweeps: dict, caplog) -> None:
+    """The dataset collector's runs default to runs/collect/...: aggregating runs/ skips them."""
+    expected = agg.aggregate(agg.load_summaries(agg.find_summaries([sweeps["base"]])))
+    collector = Path(sweeps["base"]) / "collect" / "Hopper-v5_seed0"
+    collector.mkdir(parents=True)
+    (collector / "summary.json").write_text(json.dumps({"env_id": "Hopper-v5", "datasets": {}}))
+    with caplog.at_level("WARNING"):
+        rows = agg.aggregate(agg.load_summaries(agg.find_summaries([sweeps["base"]])))
+    assert rows == expected
+    assert "dataset collector's summary" in caplog.text
+
+
 def test_main_writes_outputs(sweeps: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     prefix = tmp_path / "res" / "table"
     assert agg.main([str(sweeps["base"]), "--out", str(prefix)]) == 0
