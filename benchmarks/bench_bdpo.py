@@ -270,6 +270,7 @@ def make_bench_components(
                 "hidden_sizes": list(shape.critic_hidden),
                 "q_layer_norm": False,
                 "v_layer_norm": True,
+                "v_step_hidden": [128, 64],  # the authors' code (flow-rl bae22f4)
             },
             "loss": {
                 "eta": shape.eta,
