@@ -132,6 +132,8 @@ def rewrite(text: str, names: dict[str, str]) -> str:
     # references to a top-level name: ``torchrl_bdpo.BDPOLoss``
     text = re.sub(r"\btorchrl_bdpo\.(\w+)", lambda m: f"{names[m[1]]}.{m[1]}", text)
     text = text.replace("project: torchrl_bdpo", "project: torchrl_example_bdpo")
+    # paths in usage lines and help texts: the recipes' files live in the sota directory
+    text = re.sub(r"(?<![\w/])recipes/", f"{SOTA}/", text)
     return text.replace('"torchrl_bdpo"', '"torchrl"')  # e.g. a dataset's author
 
 
