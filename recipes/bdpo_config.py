@@ -77,6 +77,12 @@ class DataSettings:
         "null: a missing D4RL dataset is downloaded into data.d4rl_root, Minari ids are read "
         "locally only | true: download both when missing | false: never download"
     )
+    max_episode_steps: int | None = setting(
+        "the step limit D4RL data were collected under, for files that mark neither timeouts "
+        "nor next observations (-v0 MuJoCo): the rows where it falls end their episodes; "
+        "null: env.max_episode_steps",
+        **_at_least(1),
+    )
     sample_block: int = setting(
         "batches drawn per replay-buffer call (uniform with replacement: the same batch "
         "distribution; one call per block saves ~0.1-0.5 ms per update on CPU); 1: one call per update",
@@ -88,8 +94,7 @@ class DataSettings:
 class EnvSettings:
     id: str | None = setting("Gymnasium id of the evaluation env; null: the one the dataset names")
     max_episode_steps: int = setting(
-        "step limit of an evaluation episode; also the limit the data were collected under, for "
-        "D4RL files that mark neither timeouts nor next observations (-v0 MuJoCo)",
+        "step limit of an evaluation episode (Gymnasium's own limit is set to it too)",
         **_at_least(1),
     )
 
@@ -276,7 +281,8 @@ def validate_config(cfg: DictConfig) -> None:
                 f"({o.train_steps}): the actor would never train (optim.train_steps=0 runs "
                 "behavior pre-training only)"
             )
-        if cfg.data.domain == "toy2d" and cfg.loss.penalty_placement == "outside":
+        bandit = cfg.data.domain == "toy2d" or str(cfg.data.name).startswith("toy2d-")
+        if bandit and cfg.loss.penalty_placement == "outside":
             problems.append(
                 "loss.penalty_placement=outside needs next states: the 2D tasks are one-step "
                 "bandits (their Q target is the reward); use inside"

@@ -224,7 +224,8 @@ def make_task_data(cfg: DictConfig) -> TaskData:
         if cfg.data.get("path") is not None:  # a D4RL-format file: nothing to find or fetch
             kwargs = {"path": str(cfg.data.path)}
         if "path" in kwargs or "/" not in name:  # D4RL data without timeouts: their time limit
-            kwargs["max_episode_steps"] = int(cfg.env.max_episode_steps)
+            limit = cfg.data.get("max_episode_steps")
+            kwargs["max_episode_steps"] = int(cfg.env.max_episode_steps if limit is None else limit)
         dataset = load_offline_dataset(name, **kwargs)
     except DatasetUnavailableError as err:
         if getattr(err, "path", None) is not None:  # a D4RL name: say what to set, briefly
@@ -562,10 +563,12 @@ def make_eval_env(
         if env_spec is not None:
             import gymnasium as gym
 
-            base = GymWrapper(gym.make(gym.envs.registration.EnvSpec.from_json(env_spec)))
+            # Gymnasium's own time limit set to ours (a stored spec keeps the registered one)
+            spec = gym.envs.registration.EnvSpec.from_json(env_spec)
+            base = GymWrapper(gym.make(spec, max_episode_steps=max_episode_steps))
             base = base.to(device) if device is not None else base
         else:
-            base = GymEnv(env_id, device=device)
+            base = GymEnv(env_id, device=device, max_episode_steps=max_episode_steps)
         env = TransformedEnv(base, DoubleToFloat())
         keys = set(env.observation_spec.keys())
         if "observation" in keys and keys & {"achieved_goal", "desired_goal"}:

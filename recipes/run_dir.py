@@ -78,6 +78,12 @@ RESUME_FREE = (
     "data.d4rl_root",
     "data.download",
 )
+#: settings added after runs were first written, with the value that earlier runs used: a
+#: checkpoint without them compares as having that value (it still resumes)
+ADDED_SETTINGS = {
+    "critic.v_step_hidden": [128, 64],
+    "data.max_episode_steps": None,
+}
 _DISK_ERRNOS = {
     errno.ENOSPC,
     errno.EDQUOT,
@@ -397,7 +403,7 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         name = f"{prefix}{key}"
         if is_resume_free(name):
             continue
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        a, b = saved.get(key, ADDED_SETTINGS.get(name, "<missing>")), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_differences(a, b, name + ".")
         elif a != b:

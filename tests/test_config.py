@@ -108,6 +108,15 @@ def test_wrong_settings_are_one_line_errors(override, match):
     assert "\n" not in str(info.value)
 
 
+def test_2d_datasets_are_bandits_whatever_the_domain_says():
+    cfg = _cfg(
+        "task=custom", "data.name=toy2d-moons", "loss.eta=0.1", "loss.rho=0",
+        "loss.penalty_placement=outside",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="loss.penalty_placement=outside needs next states"):
+        validate_config(cfg)
+
+
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigError) as info:
         validate_config(_cfg("compile=no", "loss.eta=inf", "+foo=1"))

@@ -89,6 +89,7 @@ def test_time_limit_rows_match_a_row_by_row_count():
         assert got == _limit_rows_by_loop(terminals, limit)
     with pytest.raises(ValueError, match="max_episode_steps must be >= 1"):
         time_limit_rows(torch.zeros(3, dtype=torch.bool), 0)
+    assert time_limit_rows(torch.zeros(0, dtype=torch.bool), 5).shape == (0,)
 
 
 def test_d4rl_file_without_timeouts_or_next_observations_is_cut_at_the_time_limit(tmp_path):

@@ -217,13 +217,13 @@ def test_d4rl_file_in_d4rl_default_directory_trains_and_evaluates(tmp_path, monk
         _cfg("task=hopper-medium-v2", f"data.path={other}", "data.download=false")
     )
     assert task.data.batch_size[0] == 80 and task.env_id == "Hopper-v5"
-    # a -v0-style file marks no time-limit ends: env.max_episode_steps says where they fall
+    # a -v0-style file marks no time-limit ends: data.max_episode_steps (default:
+    # env.max_episode_steps) says where they fall
     v0 = _write_d4rl_hopper_file(tmp_path / "elsewhere" / "v0.hdf5", v0=True)
-    task = bdpo_utils.make_task_data(
-        _cfg("task=hopper-medium-v2", f"data.path={v0}", "env.max_episode_steps=20")
-    )
-    assert task.data.batch_size[0] == 4 * 19  # each episode's limit row has no next state
-    assert task.data["episode"].unique().numel() == 4
+    for limit in ("data.max_episode_steps=20", "env.max_episode_steps=20"):
+        task = bdpo_utils.make_task_data(_cfg("task=hopper-medium-v2", f"data.path={v0}", limit))
+        assert task.data.batch_size[0] == 4 * 19  # each episode's limit row has no next state
+        assert task.data["episode"].unique().numel() == 4
     task = bdpo_utils.make_task_data(
         _cfg("task=hopper-medium-v2", f"data.d4rl_root={tmp_path / 'd4rl'}", "data.download=false")
     )
@@ -695,6 +695,11 @@ def test_action_size_and_bounds_must_match_the_evaluation_env():
     with pytest.raises(ConfigError, match=r"bounds are low \[-3.0\], high \[3.0\].*\[-1, 1\]"):
         make_eval_env("InvertedPendulum-v5", 1, 10, 4, action_dim=1)
     make_eval_env("Hopper-v5", 2, 10, 11, action_dim=3).close(raise_if_closed=False)
+    # env.max_episode_steps also sets Gymnasium's own limit (1000 for HalfCheetah-v5)
+    env = make_eval_env("HalfCheetah-v5", 1, 1003, 17, action_dim=6)
+    td = env.rollout(1010, break_when_any_done=True)
+    env.close()
+    assert td.shape[-1] == 1003 and not td["next", "terminated"].any()
 
 
 def _start(run_dir, *extra):

@@ -310,6 +310,21 @@ def test_checkpoints_follow_the_umask_and_leftover_temp_files_are_removed(tmp_pa
 
 
 # ------------------------------------------------------------------------------ resume
+def test_checkpoints_written_before_a_setting_existed_compare_as_its_old_value():
+    from run_dir import config_differences
+
+    saved = {"critic": {"num_members": 3}, "data": {"name": "x"}}
+    now = {
+        "critic": {"num_members": 3, "v_step_hidden": [128, 64]},
+        "data": {"name": "x", "max_episode_steps": None},
+    }
+    assert config_differences(saved, now) == []
+    now["critic"]["v_step_hidden"] = [64, 64]
+    assert config_differences(saved, now) == [
+        "critic.v_step_hidden: checkpoint [128, 64] vs now [64, 64]"
+    ]
+
+
 def test_resume_refuses_other_data(tmp_path, monkeypatch):
     _interrupted(tmp_path)
     load = bdpo_offline.make_task_data

@@ -103,7 +103,9 @@ def time_limit_rows(terminated: torch.Tensor, max_episode_steps: int) -> torch.T
     if max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     terminated = terminated.reshape(-1).bool()
-    rows = torch.arange(terminated.numel())
+    if terminated.numel() == 0:
+        return terminated.clone()
+    rows = torch.arange(terminated.numel(), device=terminated.device)
     starts = torch.zeros_like(terminated)
     starts[0] = True
     starts[1:] = terminated[:-1]
@@ -213,7 +215,7 @@ def read_d4rl_hdf5(
                 f"{path} has neither 'timeouts' nor 'next_observations', so the ends of "
                 "episodes cut by the time limit cannot be told from the data; pass the limit "
                 "the data were collected under (max_episode_steps; the recipe: "
-                "env.max_episode_steps), or add a 'timeouts' key"
+                "data.max_episode_steps), or add a 'timeouts' key"
             )
         limit_rows = time_limit_rows(terminated, max_episode_steps).reshape(num, 1)
         time_limits = int(limit_rows.sum())

@@ -315,7 +315,7 @@ def _mark_time_limits(
             f"{where}: the data mark no timeouts and their next observations are the following "
             "rows', so the ends of episodes cut by the time limit cannot be told from the data; "
             "pass the limit the data were collected under (max_episode_steps; the recipe: "
-            "env.max_episode_steps)"
+            "data.max_episode_steps)"
         )
     terminated = raw.get(("next", "terminated"))
     rows = time_limit_rows(terminated, max_episode_steps).reshape(terminated.shape)
