@@ -99,6 +99,13 @@ def test_mish_keeps_bfloat16_precision_on_large_tensors(requires_grad):
         torch.testing.assert_close(g, g_ref, atol=0.02, rtol=0.02)
 
 
+def test_mish_in_float16_follows_the_reference():
+    x = torch.linspace(-20, 10, 40000)
+    y = mish(x.half())
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), torch.nn.functional.mish(x), atol=2e-3, rtol=2e-3)
+
+
 def test_plain_mlp_init_gain_and_layer_norm_eps():
     mlp = make_mlp(6, 3, (8, 8), layer_norm=True)
     first, norm = mlp[0], mlp[1]
