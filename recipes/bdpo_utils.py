@@ -563,11 +563,11 @@ def make_eval_env(
         if env_spec is not None:
             import gymnasium as gym
 
-            # Gymnasium's own time limit set to ours (a stored spec keeps the registered one)
-            spec = gym.envs.registration.EnvSpec.from_json(env_spec)
-            base = GymWrapper(gym.make(spec, max_episode_steps=max_episode_steps))
+            # the dataset's own env: its stored time limit and ours (StepCounter) both apply
+            base = GymWrapper(gym.make(gym.envs.registration.EnvSpec.from_json(env_spec)))
             base = base.to(device) if device is not None else base
         else:
+            # Gymnasium's registered limit (1000 for MuJoCo) set to ours, which may be longer
             base = GymEnv(env_id, device=device, max_episode_steps=max_episode_steps)
         env = TransformedEnv(base, DoubleToFloat())
         keys = set(env.observation_spec.keys())

@@ -637,6 +637,7 @@ def collect(cfg: DictConfig) -> dict[str, Any]:
                 ref_min_score=ref_min,
                 ref_max_score=ref_max,
                 algorithm_name=f"torchrl SACLoss (recipes/collect_dataset.py), {kind}",
+                max_episode_steps=max_steps,  # the stored env spec carries the data's limit
                 author="torchrl_bdpo",
                 description=f"{env_id} {kind} in D4RL's manner: {what[kind]}. {ref_note}",
             )

@@ -59,6 +59,7 @@ def build_minari_dataset(
     author: str | None = None,
     description: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
+    max_episode_steps: int | None = None,
 ) -> str:
     """Create the local Minari dataset ``dataset_id`` from episodes.
 
@@ -76,6 +77,8 @@ def build_minari_dataset(
         algorithm_name, author, description: stored in the metadata.
         env_kwargs: keyword arguments of ``gym.make(env_id, ...)`` (e.g. a maze layout);
             they are part of the env specs stored with the data.
+        max_episode_steps: the step limit the episodes were collected under, stored in the
+            env specs (default: the env's registered limit).
 
     Returns:
         ``dataset_id``.
@@ -140,7 +143,8 @@ def build_minari_dataset(
         from mujoco_log import route_mujoco_warnings
 
         route_mujoco_warnings()
-        spec = gym.make(env_id, **dict(env_kwargs or {})).spec  # the id plus its kwargs
+        limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+        spec = gym.make(env_id, **limit, **dict(env_kwargs or {})).spec  # id, limit, kwargs
         try:
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,

@@ -114,6 +114,8 @@ def test_datasets_load_with_scores_and_data(collected, monkeypatch):
         present = set(data.keys(include_nested=True, leaves_only=True))
         assert all(k in present for k in TED_KEYS), kind
         assert ds.env_id == "Hopper-v5" and (ds.obs_dim, ds.action_dim) == (11, 3)
+        # the stored env spec carries the collection's step limit (TINY: 60), not Gymnasium's 1000
+        assert json.loads(ds.metadata["eval_env_spec"])["max_episode_steps"] == 60
         assert ds.ref_min_score == pytest.approx(ref_min)
         assert ds.ref_max_score == pytest.approx(HOPPER_EXPERT_REF)
         assert ds.num_transitions == info["transitions"]
