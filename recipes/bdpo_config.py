@@ -94,7 +94,8 @@ class DataSettings:
 class EnvSettings:
     id: str | None = setting("Gymnasium id of the evaluation env; null: the one the dataset names")
     max_episode_steps: int = setting(
-        "step limit of an evaluation episode (Gymnasium's own limit is set to it too)",
+        "step limit of an evaluation episode (an env made from its id gets it as Gymnasium's "
+        "limit too; one rebuilt from a dataset's stored spec keeps that spec's limit as well)",
         **_at_least(1),
     )
 
