@@ -137,28 +137,49 @@ def _unavailable(name: str, cache: Path, files: list[Path], reason: str) -> Data
     return err
 
 
-def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict]:
+def d4rl_transitions_from_torchrl(
+    raw: TensorDictBase, *, max_episode_steps: int | None = None
+) -> tuple[TensorDict, dict]:
     """Convert torchrl's processed D4RL TensorDict ``[N]`` to TED transitions ``[T]``.
 
     Episodes end after a terminal or a timeout, or where ``next/observation`` differs from
     the following row's ``observation`` (L2 distance > 1e-6, as in IQL's D4RL split).
     Unusable timeout transitions are dropped (see the module docstring). Every episode
     ends with ``done``: an end without a flag (and the data's last row) becomes a truncation.
+    Data that mark no timeouts (no ``next/truncated``) and whose next observations are the
+    following rows' (a file without ``timeouts`` and ``next_observations``) show no time-limit
+    ends: ``max_episode_steps``, the limit they were collected under, marks them
+    (:func:`~torchrl_bdpo.data.d4rl_hdf5.time_limit_rows`).
 
     Returns:
         ``(transitions, info)`` where ``info`` counts dropped transitions and episodes.
+
+    Raises:
+        DatasetValidationError: time-limit ends cannot be told and ``max_episode_steps`` is
+            not given.
     """
     obs = raw.get("observation").to(torch.float32)
     next_obs = raw.get(("next", "observation")).to(torch.float32)
     num = obs.shape[0]
     terminated = raw.get(("next", "terminated")).reshape(num).bool()
-    truncated = raw.get(("next", "truncated"), None)
-    truncated = torch.zeros_like(terminated) if truncated is None else truncated.reshape(num).bool()
+    timeouts = raw.get(("next", "truncated"), None)
+    truncated = torch.zeros_like(terminated) if timeouts is None else timeouts.reshape(num).bool()
     # next observation equal to the following row's observation (a continuation or a copy);
     # the tolerance follows the usual D4RL episode split (IQL): L2 distance <= 1e-6.
     copies_following = torch.zeros(num, dtype=torch.bool)
     copies_following[:-1] = torch.linalg.vector_norm(next_obs[:-1] - obs[1:], dim=-1) <= 1e-6
-    zeroed = (next_obs == 0).all(-1)
+    zeroed = (next_obs == 0).all(-1)  # torchrl zeroes terminal rows' next observations
+    limits = {}
+    if timeouts is None and bool((copies_following[:-1] | zeroed[:-1]).all()):
+        if max_episode_steps is None:
+            raise DatasetValidationError(
+                "the data mark no timeouts and their next observations are the following "
+                "rows', so the ends of episodes cut by the time limit cannot be told from the "
+                "data; pass the limit the data were collected under (max_episode_steps; the "
+                "recipe: data.max_episode_steps)"
+            )
+        truncated = time_limit_rows(terminated, max_episode_steps)
+        limits = {"time_limit_rows": int(truncated.sum()), "max_episode_steps": max_episode_steps}
     done = terminated | truncated
     boundary = done.clone()
     boundary[:-1] |= ~copies_following[:-1] & ~zeroed[:-1]
@@ -197,6 +218,7 @@ def d4rl_transitions_from_torchrl(raw: TensorDictBase) -> tuple[TensorDict, dict
         "dropped_timeouts": int(drop.sum()),
         "unflagged_episode_ends": int(unflagged.sum()),
         "num_episodes": int(episode.max()) + 1 if episode.numel() else 0,
+        **limits,
     }
     return data, info
 
@@ -289,39 +311,11 @@ def load_d4rl_dataset(
         else:
             os.environ["D4RL_DATASET_DIR"] = saved_env
 
-    raw, limits = _mark_time_limits(raw, max_episode_steps, cache / name)
-    data, info = d4rl_transitions_from_torchrl(raw)
-    return _d4rl_dataset(
-        name, data, {"source": "d4rl", "path": str(cache / name), **limits, **info}
-    )
-
-
-def _mark_time_limits(
-    raw: TensorDictBase, max_episode_steps: int | None, where: Path
-) -> tuple[TensorDictBase, dict]:
-    """torchrl's copy of a file without ``timeouts`` (no ``next/truncated``) whose next
-    observations are the following rows' (no ``next_observations``): the time-limit rows
-    marked as timeouts, as :func:`~torchrl_bdpo.data.d4rl_hdf5.read_d4rl_hdf5` does."""
-    if ("next", "truncated") in raw.keys(include_nested=True):
-        return raw, {}
-    obs = raw.get("observation").to(torch.float32)
-    next_obs = raw.get(("next", "observation")).to(torch.float32)
-    copies = torch.linalg.vector_norm(next_obs[:-1] - obs[1:], dim=-1) <= 1e-6
-    zeroed = (next_obs[:-1] == 0).all(-1)  # torchrl zeroes terminal rows' next observations
-    if not bool((copies | zeroed).all()):
-        return raw, {}  # the next observations show where episodes end
-    if max_episode_steps is None:
-        raise DatasetValidationError(
-            f"{where}: the data mark no timeouts and their next observations are the following "
-            "rows', so the ends of episodes cut by the time limit cannot be told from the data; "
-            "pass the limit the data were collected under (max_episode_steps; the recipe: "
-            "data.max_episode_steps)"
-        )
-    terminated = raw.get(("next", "terminated"))
-    rows = time_limit_rows(terminated, max_episode_steps).reshape(terminated.shape)
-    marked = raw.select(*raw.keys(include_nested=True, leaves_only=True)).clone(recurse=False)
-    marked.set(("next", "truncated"), rows)
-    return marked, {"time_limit_rows": int(rows.sum()), "max_episode_steps": max_episode_steps}
+    try:
+        data, info = d4rl_transitions_from_torchrl(raw, max_episode_steps=max_episode_steps)
+    except DatasetValidationError as err:
+        raise DatasetValidationError(f"{cache / name}: {err}") from err
+    return _d4rl_dataset(name, data, {"source": "d4rl", "path": str(cache / name), **info})
 
 
 def load_d4rl_hdf5(
