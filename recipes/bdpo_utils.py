@@ -592,10 +592,8 @@ def make_eval_env(
         ) from err
     env_obs = probe.observation_spec["observation"].shape[-1]
     action_spec = probe.full_action_spec[probe.action_key]
-    bounds = (
-        getattr(getattr(action_spec, "space", None), "low", None),
-        getattr(getattr(action_spec, "space", None), "high", None),
-    )
+    space = getattr(action_spec, "space", None)  # a Bounded spec's box
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
     probe.close()
     if env_obs != obs_dim:
         raise ConfigError(
@@ -611,13 +609,11 @@ def make_eval_env(
             "eval.env=false)."
         )
     if action_dim is not None and not (
-        bounds[0] is not None
-        and torch.allclose(bounds[0].float(), torch.full_like(bounds[0].float(), -1.0))
-        and torch.allclose(bounds[1].float(), torch.full_like(bounds[1].float(), 1.0))
+        low is not None
+        and torch.allclose(low.float(), torch.full_like(low.float(), -1.0))
+        and torch.allclose(high.float(), torch.full_like(high.float(), 1.0))
     ):
-        low, high = (
-            ("none", "none") if bounds[0] is None else (bounds[0].tolist(), bounds[1].tolist())
-        )
+        low, high = ("none", "none") if low is None else (low.tolist(), high.tolist())
         raise ConfigError(
             f"{env_id}'s action bounds are low {low}, high {high}, but BDPO's actor samples actions in "
             "[-1, 1], the range the data are checked against; evaluate in an env whose actions "
