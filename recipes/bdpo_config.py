@@ -30,6 +30,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 
 
+#: data.name prefix of the 2D bandit datasets (toy2d-<dataset>)
+TOY2D_PREFIX = "toy2d-"
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem (reported in one line, without a stack trace)."""
 
@@ -282,7 +286,7 @@ def validate_config(cfg: DictConfig) -> None:
                 f"({o.train_steps}): the actor would never train (optim.train_steps=0 runs "
                 "behavior pre-training only)"
             )
-        bandit = cfg.data.domain == "toy2d" or str(cfg.data.name).startswith("toy2d-")
+        bandit = cfg.data.domain == "toy2d" or str(cfg.data.name).startswith(TOY2D_PREFIX)
         if bandit and cfg.loss.penalty_placement == "outside":
             problems.append(
                 "loss.penalty_placement=outside needs next states: the 2D tasks are one-step "

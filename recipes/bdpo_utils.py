@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from bdpo_config import ConfigError
+from bdpo_config import TOY2D_PREFIX, ConfigError
 from graph_step import make_graph_step
 from omegaconf import DictConfig, OmegaConf
 from run_dir import RUN_ONLY
@@ -52,8 +52,6 @@ from torchrl_bdpo.data import (
 )
 
 log = logging.getLogger("bdpo")
-
-TOY2D_PREFIX = "toy2d-"
 
 
 # ----------------------------------------------------------------------------- config
