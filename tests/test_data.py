@@ -481,6 +481,9 @@ def test_scale_rewards_by_return_range_matches_hand_computation():
     flat["next", "reward"] = torch.ones(6, 1)
     with pytest.raises(ValueError, match="same return"):
         scale_rewards_by_return_range(flat)
+    flat["next", "reward"][4] = float("nan")
+    with pytest.raises(ValueError, match="1 of 2 episode returns are not finite"):
+        scale_rewards_by_return_range(flat)
 
 
 def test_episode_returns_with_non_contiguous_ids():
@@ -566,7 +569,8 @@ def _far_action(td):
         (
             _set(("next", "done"), lambda d: torch.zeros_like(d)),
             {},
-            "next/done differs from terminated | truncated in 2",
+            r"next/done differs from terminated \| truncated in 2 transitions, the first at "
+            r"episode 0, step 2 \(transition 2\)",
         ),
         (_set("episode", lambda e: e.float()), {}, "episode must be an integer tensor"),
         (_nan_obs, {}, r"observation has 2 non-finite entries \(NaN or inf\) in 2 transitions"),
@@ -575,7 +579,12 @@ def _far_action(td):
             {},
             "next/reward has 6 non-finite",
         ),
-        (_far_action, {}, r"actions leave the box \[-1, 1\] by up to 0.25 .*in 1 transitions"),
+        (
+            _far_action,
+            {},
+            r"actions leave the box \[-1, 1\] by up to 0.25 .*in 1 transitions, the first at "
+            r"episode 0, step 2 \(transition 2\)",
+        ),
         (lambda td: td, {"action_high": 0.5}, "actions leave the box"),
         (
             lambda td: td,

@@ -65,6 +65,12 @@ def return_range_scale(data: TensorDictBase, scale: float = 1000.0) -> float:
         ValueError: if every episode has the same return (the range is zero).
     """
     returns = episode_returns(data)
+    if not torch.isfinite(returns).all():
+        bad = int((~torch.isfinite(returns)).sum())
+        raise ValueError(
+            f"cannot scale rewards by the return range: {bad} of {returns.numel()} episode "
+            "returns are not finite (NaN or inf rewards)"
+        )
     span = float(returns.max() - returns.min())
     if not span > 0:
         raise ValueError(

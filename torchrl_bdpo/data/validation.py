@@ -173,13 +173,14 @@ def validate_transitions(
         if data[key].dtype != torch.bool:
             raise DatasetValidationError(f"{_name(key)} must be bool, got {data[key].dtype}")
     inconsistent = data["next", "done"] != (data["next", "terminated"] | data["next", "truncated"])
+    episode = data["episode"] if "episode" in data.keys() else None
     if inconsistent.any():
+        first = int(inconsistent.reshape(num).nonzero()[0, 0])
         raise DatasetValidationError(
             f"next/done differs from terminated | truncated in {int(inconsistent.sum())} "
-            "transitions"
+            f"transitions, the first at {_episode_step(first, episode)}"
         )
 
-    episode = data["episode"] if "episode" in data.keys() else None
     for key in _FLOAT_KEYS:
         bad = ~torch.isfinite(data[key]).reshape(num, -1)
         if bad.any():
@@ -210,10 +211,12 @@ def validate_transitions(
     excess = torch.where(torch.isfinite(excess), excess, torch.zeros_like(excess))
     worst = float(excess.max())
     if worst > tolerance:
-        count = int((excess > tolerance).any(-1).sum())
+        outside = (excess > tolerance).any(-1)
+        first = int(outside.nonzero()[0, 0])
         raise DatasetValidationError(
             f"actions leave the box [{low.min().item():g}, {high.max().item():g}] by up to "
-            f"{worst:.6g} (tolerance {tolerance:g}) in {count} transitions"
+            f"{worst:.6g} (tolerance {tolerance:g}) in {int(outside.sum())} transitions, the "
+            f"first at {_episode_step(first, episode)}"
         )
 
     if obs_dim is not None and obs.shape[-1] != obs_dim:
