@@ -205,3 +205,42 @@ def test_mean_and_mode_are_refused_not_averaged(kind, hopper_env):
     for ok in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):
         with set_exploration_type(ok):
             assert actor(td.clone())["action"].shape == (5, 2)
+
+
+def test_q_selection_follows_the_exploration_type():
+    """TorchRL's evaluation idiom: DETERMINISTIC gives noise-free chains, MEAN is refused."""
+    actor = diffusion_actor()
+    q = make_qvalue_operator(QEnsemble(3, 2, num_members=4, hidden_sizes=(16,)))
+    policy = QSelectionPolicy(actor, q, num_candidates=4)
+    td = TensorDict({"observation": torch.randn(6, 3)}, [6])
+    noise_free = actor.policy.sample(td["observation"], deterministic=True)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        torch.testing.assert_close(policy(td.clone())["action"], noise_free)
+    # no type set: the constructor's choice (stochastic by default)
+    assert not torch.allclose(policy(td.clone())["action"], noise_free)
+    quiet = QSelectionPolicy(actor, q, num_candidates=4, stochastic=False)
+    torch.testing.assert_close(quiet(td.clone())["action"], noise_free)
+    with set_exploration_type(ExplorationType.RANDOM):
+        assert not torch.allclose(quiet(td.clone())["action"], noise_free)
+    with (
+        set_exploration_type(ExplorationType.MEAN),
+        pytest.raises(NotImplementedError, match="MEAN"),
+    ):
+        policy(td.clone())
+
+
+def test_action_spec_must_match_the_sampler_box():
+    from torchrl.data import Bounded
+
+    policy = DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(8,)), VPSchedule(5))
+    with pytest.raises(ValueError, match=r"not the sampler's \(low \[-1.0, -1.0\]"):
+        BDPODiffusionActor(policy, spec=Bounded(-2.0, 2.0, shape=(2,)))
+    actor = BDPODiffusionActor(policy, spec=Bounded(-1.0, 1.0, shape=(2,)))
+    assert actor.spec["action"].space.high.tolist() == [1.0, 1.0]
+    wide = DiffusionSampler(
+        NoiseNet(3, 2, hidden_sizes=(8,)), VPSchedule(5), action_low=-2.0, action_high=2.0
+    )
+    BDPODiffusionActor(wide, spec=Bounded(-2.0, 2.0, shape=(2,)))
+    # a sampler that does not clip leaves a bounded spec to the user
+    loose = DiffusionSampler(NoiseNet(3, 2, hidden_sizes=(8,)), VPSchedule(5), clip_sample=False)
+    BDPODiffusionActor(loose, spec=Bounded(-2.0, 2.0, shape=(2,)))

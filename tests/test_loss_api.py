@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _factories import ACT, OBS, batch, make_loss
+from _factories import ACT, OBS, K, batch, diffusion_actor, make_loss, with_target_updaters
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_bdpo import GroupSoftUpdate
+from torchrl_bdpo import (
+    BDPOLoss,
+    DiffusionValueEnsemble,
+    GroupSoftUpdate,
+    QEnsemble,
+    make_qvalue_operator,
+    make_value_operator,
+)
 
 GROUPS = ("actor_network", "behavior_network", "qvalue_network", "value_network")
 
@@ -119,6 +126,19 @@ def test_set_keys_renaming():
     out = loss(renamed)
     assert torch.isfinite(out["loss_qvalue"]) and torch.isfinite(out["loss_actor"])
     assert ("next", "rew") in loss.in_keys
+
+
+def test_critic_with_another_output_key_needs_set_keys():
+    """A critic writing ``"q"`` fails with an error that says which key and how to set it."""
+    q = make_qvalue_operator(QEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)), out_key="q")
+    v = make_value_operator(DiffusionValueEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)))
+    loss = with_target_updaters(
+        BDPOLoss(diffusion_actor(), q, v, diffusion_actor(), eta=0.2, num_samples=3)
+    )
+    with pytest.raises(KeyError, match=r"wrote no 'state_action_value'.*set_keys"):
+        loss(batch(4))
+    loss.set_keys(state_action_value="q")
+    assert torch.isfinite(loss(batch(4))["loss_qvalue"])
 
 
 def test_missing_keys_error_names_keys_and_set_keys():

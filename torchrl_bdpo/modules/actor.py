@@ -47,7 +47,14 @@ def call_network(network, out_key: NestedKey, *inputs: torch.Tensor) -> torch.Te
         },
         batch_size=batch,
     )
-    return network(td).get(out_key)
+    out = network(td).get(out_key, None)
+    if out is None:
+        raise KeyError(
+            f"{type(network).__name__} (out_keys={network.out_keys}) wrote no {out_key!r}. For a "
+            "BDPOLoss critic or value network with another output key, tell the loss: "
+            "loss.set_keys(state_action_value=<the critic's key>, state_value=<the value net's key>)."
+        )
+    return out
 
 
 # -------------------------------------------------------------- reverse chain
@@ -369,7 +376,7 @@ def _check_interaction(kind: ExplorationType) -> None:
     """
     if kind not in _SUPPORTED_INTERACTIONS:
         raise NotImplementedError(
-            f"BDPODiffusionActor does not support ExplorationType.{kind.name}: a diffusion policy "
+            f"A diffusion policy does not support ExplorationType.{kind.name}: it "
             "has no closed-form mean, mode or median, and averaging sampled actions of a "
             "multimodal policy gives actions it would not take. Use ExplorationType.RANDOM "
             "(stochastic reverse chain) or DETERMINISTIC (noise-free chain from x_N = 0)."
@@ -399,7 +406,10 @@ class BDPODiffusionActor(ProbabilisticActor):
         in_keys (sequence of NestedKey): the observation key. Defaults to ``["observation"]``.
         out_keys (sequence of NestedKey): the action key. Defaults to ``["action"]``.
         spec (TensorSpec, optional): the action spec; defaults to a box from the
-            policy's action bounds.
+            policy's action bounds (unbounded when it does not clip,
+            ``clip_sample=False``). A bounded spec must be the policy's box: the actor
+            does not rescale actions, so an env with another box needs a sampler built
+            with ``action_low``/``action_high`` to match.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -436,6 +446,7 @@ class BDPODiffusionActor(ProbabilisticActor):
                 spec = Unbounded(shape=(policy.action_dim,))
         if not isinstance(spec, Composite):
             spec = Composite({out_keys[0]: spec})
+        _check_spec_box(spec.get(out_keys[0], None), policy)
         holder = TensorDictModule(_PolicyHolder(policy), in_keys=in_keys, out_keys=in_keys)
         super().__init__(
             holder,
@@ -471,12 +482,39 @@ class BDPODiffusionActor(ProbabilisticActor):
         return self.policy.sample(observation, deterministic=deterministic, return_chain=True)
 
 
+def _check_spec_box(spec: TensorSpec | None, policy: DiffusionSampler) -> None:
+    """Refuse a bounded action spec whose box is not the one the sampler clips to."""
+    if not (isinstance(spec, Bounded) and policy.clip_sample):
+        return
+    low = policy.action_low.expand(policy.action_dim).to(spec.space.low)
+    high = policy.action_high.expand(policy.action_dim).to(spec.space.high)
+    if spec.space.low.shape[-1:] != low.shape or not (
+        torch.allclose(spec.space.low, low) and torch.allclose(spec.space.high, high)
+    ):
+        raise ValueError(
+            f"The action spec's bounds (low {spec.space.low.tolist()}, high "
+            f"{spec.space.high.tolist()}) are not the sampler's (low {low.tolist()}, high "
+            f"{high.tolist()}): the actor's actions stay in "
+            "the sampler's box and are not rescaled. Build the DiffusionSampler with "
+            "action_low/action_high equal to the spec's bounds, or rescale the env's actions."
+        )
+
+
 class QSelectionPolicy(TensorDictModuleBase):
     """Evaluation policy: draw ``num_candidates`` actions, execute the one with the highest ensemble-mean Q.
 
     The candidates come from the full stochastic chain of ``actor`` (BDPO's
     evaluation protocol; pass ``stochastic=False`` for noise-free chains). With
-    ``num_candidates=1`` the critic is not queried.
+    ``num_candidates=1`` the critic is not queried. Under TorchRL's
+    ``set_exploration_type`` the exploration type decides instead of ``stochastic``, as
+    for :class:`BDPODiffusionActor`: ``RANDOM`` draws stochastic chains,
+    ``DETERMINISTIC`` noise-free ones from ``x_N = 0`` (every candidate is then the same
+    action), ``MEAN``/``MODE``/``MEDIAN`` raise.
+
+    The policy registers no parameters or submodules of its own: it calls ``actor`` and
+    ``qvalue_network`` (or the parameters bound below) as they are at each call, so
+    ``.to()``, ``state_dict()`` and weight updates belong to those modules (or to the
+    loss holding the parameters), and a deep copy of the policy stops following them.
 
     Args:
         actor (BDPODiffusionActor): the actor (its ``policy`` draws the candidates).
@@ -487,7 +525,8 @@ class QSelectionPolicy(TensorDictModuleBase):
             instead of the modules' own (e.g. a loss's target parameters). They are
             bound once to private copies of the modules, sharing storage, so in-place
             updates of these tensors (EMA steps) are seen by later calls.
-        stochastic (bool): stochastic chains. Defaults to ``True``.
+        stochastic (bool): stochastic chains when no exploration type is set.
+            Defaults to ``True``.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -540,14 +579,23 @@ class QSelectionPolicy(TensorDictModuleBase):
             stochastic=stochastic,
         )
 
+    def _deterministic(self) -> bool:
+        """Noise-free chains: the exploration type set by TorchRL, else ``not stochastic``."""
+        kind = interaction_type()
+        if kind is None:
+            return not self.stochastic
+        _check_interaction(kind)
+        return kind == ExplorationType.DETERMINISTIC
+
     @torch.no_grad()
     def select(self, obs: torch.Tensor) -> torch.Tensor:
         """``[*batch, O]`` -> ``[*batch, A]``."""
         c, policy, qvalue = self.num_candidates, self._actor.policy, self._qvalue
+        deterministic = self._deterministic()
         if c == 1:
-            return policy.sample(obs, deterministic=not self.stochastic)
+            return policy.sample(obs, deterministic=deterministic)
         obs_c = obs.unsqueeze(-2).expand(*obs.shape[:-1], c, obs.shape[-1])
-        cands = policy.sample(obs_c, deterministic=not self.stochastic)
+        cands = policy.sample(obs_c, deterministic=deterministic)
         q = call_network(qvalue, qvalue.out_keys[0], obs_c, cands).mean(-1)
         best = q.argmax(-1, keepdim=True).unsqueeze(-1).expand(*q.shape[:-1], 1, cands.shape[-1])
         return cands.gather(-2, best).squeeze(-2)

@@ -238,7 +238,7 @@ class BDPOLoss(LossModule):
         if actor_network is behavior_network:
             raise ValueError(
                 "actor_network and behavior_network must be distinct modules (the actor "
-                "is trained, the behavior model is held fixed); build two DiffusionActors."
+                "is trained, the behavior model is held fixed); build two BDPODiffusionActors."
             )
         a_sched, b_sched = actor_network.policy.schedule, behavior_network.policy.schedule
         if a_sched.num_steps != b_sched.num_steps or not torch.allclose(
