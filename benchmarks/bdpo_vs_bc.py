@@ -179,7 +179,7 @@ def run_seed(task: str, seed: int, overrides: list[str], out_dir: Path, diagnost
             - (t_train - trainer.phase_start["pretrain"]),
             "bdpo_evals": bdpo_eval,
             "bc_and_diagnostic_evals": extra_eval,
-            "updates_per_s_overall": summary["updates_per_s"],
+            "updates_per_s": summary["updates_per_s"],  # per phase, update time only
         },
         "dataset": summary["dataset"],
     }

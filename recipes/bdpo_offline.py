@@ -191,6 +191,8 @@ class BDPOTrainer:
         self.actor_initialized = False
         self.evals: list[dict] = []
         self.wall_time = 0.0
+        #: per phase, [updates, seconds] of update time (evaluations and checkpoints left out)
+        self.update_time: dict[str, list] = {"pretrain": [0, 0.0], "train": [0, 0.0]}
         self.logger_run_id = uuid.uuid4().hex[
             :16
         ]  # a resumed run keeps logging to the same wandb run
@@ -353,6 +355,7 @@ class BDPOTrainer:
             "updaters": {k: v.state_dict() for k, v in self.updaters.items()},
             "evals": self.evals,
             "wall_time": self.wall_time,
+            "update_time": self.update_time,
             "logger_run_id": self.logger_run_id,
             "rng": GlobalRNGState().state_dict(),
             "batches": self.batches.state_dict(),  # the current block's batches still to come
@@ -402,6 +405,9 @@ class BDPOTrainer:
         self.actor_initialized = bool(state["actor_initialized"])
         self.evals = list(state["evals"])
         self.wall_time = float(state["wall_time"])
+        # checkpoints written before update_time was kept: rates from the updates after resuming
+        for phase, (n, secs) in state.get("update_time", {}).items():
+            self.update_time[phase] = [int(n), float(secs)]
         self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
         GlobalRNGState().load_state_dict(state["rng"])
         self.batches.load_state_dict(state["batches"])
@@ -419,11 +425,13 @@ class BDPOTrainer:
             logger, int(cfg.logger.log_interval), phase_ends, self.step, copy=self.cuda_graphs
         )
         t_start = time.time() - self.wall_time
+        ends = {"pretrain": self.pretrain_steps, "train": self.total_steps}
         with (
             stop_on_signals() as stop,
-            progress_display(self.total_steps, self.step, self.task.name) as advance,
+            progress_display(self.total_steps, self.step, self.task.name, ends) as advance,
         ):
             while self.step < self.total_steps:
+                t0 = time.time()
                 out = self.train_step()
                 self.step += 1
                 phase = "pretrain" if self.step <= self.pretrain_steps else "train"
@@ -431,6 +439,9 @@ class BDPOTrainer:
                 advance(self.step, phase)
                 if window.due(self.step):
                     window.flush(self.step, phase)
+                t1 = time.time()
+                clock = self.update_time[phase]
+                clock[0], clock[1] = clock[0] + 1, clock[1] + (t1 - t0)
                 train_t = self.step - self.pretrain_steps
                 if train_t > 0 and (train_t % eval_every == 0 or self.step == self.total_steps):
                     self._evaluate_and_log(logger)
@@ -440,6 +451,9 @@ class BDPOTrainer:
                     self.save_checkpoint()
                 if stop.signum is not None:
                     raise Interrupted(stop.signum, self.step)
+                other = time.time() - t1  # evaluation and checkpoint: not update time
+                window.exclude(other)
+                advance.exclude(other)
             self._check_finite()
             self.wall_time = time.time() - t_start
 
@@ -510,14 +524,15 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     run_dir, path = rd.path, rd.path / "summary.json"
     rd.begin(cfg)  # the start is accepted: from here on the run directory is written
     logger = make_logger(cfg, run_dir, trainer.logger_run_id)
-    start_step, t0 = trainer.step, time.time()
     trainer.train(logger)
-    elapsed = time.time() - t0
     if trainer.task.domain == "toy2d" and not any(
         e["step"] == trainer.total_steps for e in trainer.evals
     ):  # no training phase: the final evaluation (samples, pictures) did not run in the loop
         trainer.evaluate()
-    ups = (trainer.step - start_step) / max(elapsed, 1e-9)
+    ups = {
+        phase: (n / secs if n and secs > 0 else None)
+        for phase, (n, secs) in trainer.update_time.items()
+    }
     if logger is not None:  # TorchRL's Logger.close: flushes, finishes a wandb run
         logger.close()
     summary = run_summary(

@@ -76,8 +76,19 @@ class Progress:
             else None
         )
         self._line_t, self._line_n = time.time(), self.n
+        self.phase, self.phase_end = "", self.total
         if self.bar is None:
             self.log_line()
+
+    def set_phase(self, name: str, end: int, start: int | None = None) -> None:
+        """From now on the rate counts from ``start`` (default: the current count) and the
+        plain line's ETA is that of phase ``name``, which ends at count ``end``."""
+        self.phase, self.phase_end = name, int(end)
+        self._line_t, self._line_n = time.time(), self.n if start is None else int(start)
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves ``seconds`` spent on other work out of the rate of the next plain line."""
+        self._line_t += seconds
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -95,15 +106,17 @@ class Progress:
             self.bar.set_postfix(fields, refresh=False)
 
     def log_line(self, now: float | None = None) -> None:
-        """Logs ``desc: unit n/total (p%), k=v, ..., ETA h:mm:ss`` (the rate since the last line)."""
+        """Logs ``desc: unit n/total (p%), k=v, ..., ETA h:mm:ss`` (the rate since the last line;
+        ``<phase> ends in h:mm:ss`` instead while a phase that ends before ``total`` runs)."""
         now = time.time() if now is None else now
         rate = (self.n - self._line_n) / max(now - self._line_t, 1e-9)
         self._line_t, self._line_n = now, self.n
         parts = [f"{self.unit} {self.n}/{self.total} ({100.0 * self.n / max(self.total, 1):.0f}%)"]
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
-        if rate > 0 and self.n < self.total:
-            eta = datetime.timedelta(seconds=round((self.total - self.n) / rate))
-            parts.append(f"ETA {eta}")
+        end = min(self.phase_end, self.total)
+        if rate > 0 and self.n < end:
+            eta = datetime.timedelta(seconds=round((end - self.n) / rate))
+            parts.append(f"ETA {eta}" if end == self.total else f"{self.phase} ends in {eta}")
         self.logger.info("%s: %s", self.desc, ", ".join(parts))
 
     def close(self) -> None:

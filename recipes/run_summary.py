@@ -37,9 +37,11 @@ def run_summary(
     evals: list[dict],
     *,
     wall_time_s: float,
-    updates_per_s: float,
+    updates_per_s: dict[str, float | None],
 ) -> dict[str, Any]:
-    """The content of ``summary.json``: task, seed, settings, steps, timings, the final and the
+    """The content of ``summary.json``: task, seed, settings, steps, timings (``wall_time_s``: the
+    whole run; ``updates_per_s``: per phase, updates per second of update time, evaluations and
+    checkpoints left out; ``None`` for a phase without updates), the final and the
     best evaluation of the training phase (D4RL-normalised scores, or raw returns labelled as
     such when the dataset has no reference scores; 2D distances for 2D tasks) and every
     evaluation."""

@@ -127,8 +127,13 @@ class MetricWindow(_Deferred):
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step in self.boundaries
 
+    def exclude(self, seconds: float) -> None:
+        """Leaves ``seconds`` (an evaluation, a checkpoint) out of the current window's rate."""
+        self.t += seconds
+
     def flush(self, step: int, phase: str) -> None:
-        """Logs the window's means and the update rate since the last flush."""
+        """Logs the window's means and ``<phase>/updates_per_s``: the window's updates per second
+        of its wall time, less what :meth:`exclude` left out (evaluations, checkpoints)."""
         now = time.time()
         rate = (step - self.step) / max(now - self.t, 1e-9)
         self.t, self.step = now, step
@@ -205,19 +210,36 @@ class NonFiniteWatch(_Deferred):
 
 
 @contextlib.contextmanager
-def progress_display(total: int, initial: int, desc: str) -> Iterator[callable]:
+def progress_display(
+    total: int, initial: int, desc: str, phase_ends: dict[str, int] | None = None
+) -> Iterator[callable]:
     """A bar on a terminal, a plain log line every minute elsewhere; yields ``advance(step,
-    phase)``, which moves it by one update and refreshes the rate every ~2 s."""
+    phase)``, which moves it by one update and refreshes the rate every ~2 s, and
+    ``advance.exclude(seconds)``, which leaves time spent outside the updates (evaluations,
+    checkpoints) out of the rates. The rates restart with each phase; ``phase_ends`` (phase ->
+    its last update) makes the plain line's ETA that of the phase when it ends before ``total``.
+    """
     bar = Progress(total, initial=initial, desc=desc)
-    state = {"t": time.time(), "step": initial}
+    state = {"t": time.time(), "step": initial, "phase": None}
+    ends = dict(phase_ends or {})
 
     def advance(step: int, phase: str) -> None:
+        if phase != state["phase"]:  # a new phase: its own rate, from its first update
+            state["phase"] = phase
+            state["t"], state["step"] = time.time(), step
+            bar.set_phase(phase, ends.get(phase, total), start=step)
         bar.update(1)
         now = time.time()
         if now - state["t"] >= 2.0:
             rate = (step - state["step"]) / (now - state["t"])
             bar.set_postfix(phase=phase, ups=f"{rate:.1f}/s")
             state["t"], state["step"] = now, step
+
+    def exclude(seconds: float) -> None:
+        state["t"] += seconds
+        bar.exclude(seconds)
+
+    advance.exclude = exclude
 
     # log lines print above the bar, not through it
     redirect = logging_redirect_tqdm() if bar.bar is not None else contextlib.nullcontext()

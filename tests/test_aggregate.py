@@ -54,7 +54,7 @@ def _summary(task: str, domain: str, seed: int, final: float, best: float) -> di
         "settings": {"task_name": task, "loss.eta": 0.2},
         "steps": {"pretrain": 100, "train": 100},
         "wall_time_s": 1.0,
-        "updates_per_s": 100.0,
+        "updates_per_s": {"pretrain": 100.0, "train": 10.0},
         "eval": {
             "final": _eval_entry(100, final, 30 * final),
             "best": _eval_entry(50, best, 30 * best),

@@ -29,6 +29,27 @@ def test_off_a_terminal_progress_is_plain_log_lines(caplog, capsys):
     assert "\r" not in capsys.readouterr().err  # no bar refreshes
 
 
+def test_plain_line_eta_is_the_phase_s_while_an_earlier_phase_runs(caplog, monkeypatch):
+    """Pre-training's fast rate does not predict training's: its line says when *it* ends."""
+    import run_progress
+
+    now = [0.0]
+    monkeypatch.setattr(run_progress.time, "time", lambda: now[0])
+    logger = logging.getLogger("test_progress")
+    with caplog.at_level(logging.INFO, logger="test_progress"):
+        bar = Progress(1100, desc="task", interval=0.0, logger=logger)
+        bar.set_phase("pretrain", 1000, start=0)
+        now[0] = 10.0
+        bar.update(500)  # 50 updates/s
+        bar.set_phase("train", 1100)
+        now[0] = 30.0
+        bar.exclude(10.0)  # an evaluation
+        bar.update(20)  # 2 updates/s over the 10 s of updates
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[1] == "task: update 500/1100 (45%), pretrain ends in 0:00:10"
+    assert lines[2] == "task: update 520/1100 (47%), ETA 0:04:50"
+
+
 def test_plain_lines_come_once_per_interval(caplog):
     logger = logging.getLogger("test_progress")
     with caplog.at_level(logging.INFO, logger="test_progress"):
@@ -70,3 +91,4 @@ def test_bar_only_on_a_terminal(monkeypatch, tty):
     bar = Progress(5, desc="task")
     assert (bar.bar is not None) == tty
     bar.close()
+

@@ -42,6 +42,20 @@ def test_metric_window_logs_the_means_of_each_window(monkeypatch, fold_every):
         assert line["train/updates_per_s"] > 0
 
 
+def test_metric_window_rate_leaves_out_excluded_time(monkeypatch):
+    """An evaluation or a checkpoint between two log lines does not count as update time."""
+    clock = iter([100.0, 110.0, 130.0])  # window start, first flush, second flush
+    monkeypatch.setattr(training_loop.time, "time", lambda: next(clock))
+    logger = RecordingLogger()
+    window = MetricWindow(logger, every=10, boundaries=(), step=0)
+    window.add("train", {"loss_q": torch.tensor(1.0)})
+    window.flush(10, "train")  # 10 updates in 10 s
+    window.add("train", {"loss_q": torch.tensor(1.0)})
+    window.exclude(15.0)  # an evaluation took 15 of the next 20 s
+    window.flush(20, "train")
+    assert [line["train/updates_per_s"] for _, line in logger.lines] == [1.0, 2.0]
+
+
 def test_metric_window_keeps_copies_when_outputs_are_overwritten():
     logger = RecordingLogger()
     window = MetricWindow(logger, every=3, boundaries=(), step=0, copy=True)
