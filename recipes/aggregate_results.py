@@ -21,7 +21,7 @@ Usage::
     python recipes/aggregate_results.py multirun/2025-01-01 [more dirs] [--out results/table]
 
 ``--out PREFIX`` also writes ``PREFIX.md`` and ``PREFIX.csv`` (one row per task and settings
-variant: task, domain, distinct seeds, runs, metric (``normalized_score``, or ``return`` for raw
+variant: task, domain, distinct seeds, runs, runs behind the means (``scored``), metric (``normalized_score``, or ``return`` for raw
 returns of datasets without reference scores), final/best mean and std, the 2-D metrics' mean and
 std; empty cells for missing values). A path that does not exist is one error line and exit
 status 2.
@@ -79,6 +79,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "domain",
     "seeds",
     "runs",
+    "scored",
     "metric",
     "final_mean",
     "final_std",
@@ -94,7 +95,8 @@ class TaskRow:
     """Statistics of one task over its runs (NaN where a value is missing).
 
     ``seeds`` counts distinct seeds, ``runs`` the runs (more when a seed was run twice; a run
-    without a seed counts as its own seed). ``metric`` is ``"normalized_score"`` or ``"return"`` (no reference scores).
+    without a seed counts as its own seed), ``scored`` the runs behind the means (those with a
+    final evaluation; for 2-D tasks, with 2-D metrics). ``metric`` is ``"normalized_score"`` or ``"return"`` (no reference scores).
     ``toy2d`` maps each of :data:`TOY2D_METRICS` present in the runs to ``(mean, std)``.
     """
 
@@ -108,6 +110,7 @@ class TaskRow:
     best_std: float = _NAN
     metric: str = "normalized_score"
     seed_ids: list[Any] = field(default_factory=list)
+    scored: int | None = None  # None: every run
     toy2d: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: the settings that set this row apart from the task's other rows (``"k=v, ..."``)
     variant: str = ""
@@ -123,11 +126,15 @@ class TaskRow:
 
     @property
     def seeds_cell(self) -> str:
-        """``"3"``, or ``"2 (3 runs: seed 0 ×2)"`` when runs repeat a seed."""
-        if self.runs <= self.seeds:
-            return str(self.seeds)
-        repeats = ", ".join(f"seed {s} ×{n}" for s, n in self.repeated_seeds.items())
-        return f"{self.seeds} ({self.runs} runs: {repeats})"
+        """``"3"``; ``"2 (3 runs: seed 0 ×2)"`` when runs repeat a seed; ``"4 (3 scored)"`` when
+        only 3 runs have an evaluation behind the means."""
+        notes = []
+        if self.runs > self.seeds:
+            repeats = ", ".join(f"seed {s} ×{n}" for s, n in self.repeated_seeds.items())
+            notes.append(f"{self.runs} runs: {repeats}")
+        if self.scored is not None and self.scored < self.runs:
+            notes.append(f"{self.scored} scored")
+        return f"{self.seeds} ({'; '.join(notes)})" if notes else str(self.seeds)
 
     @property
     def label(self) -> str:
@@ -245,6 +252,7 @@ def _task_row(task: str, runs: list[dict]) -> TaskRow:
     best_vals = [_score(x, metric) for x in bests]
     row.final_mean, row.final_std = _mean_std(final_vals)
     row.best_mean, row.best_std = _mean_std(best_vals)
+    row.scored = sum(v is not None for v in final_vals)
     if domain != "toy2d":
         for what, vals in (("final", final_vals), ("best", best_vals)):
             missing = sum(v is None for v in vals)
@@ -254,6 +262,8 @@ def _task_row(task: str, runs: list[dict]) -> TaskRow:
                 )
 
     toys = [r.get("toy2d") for r in runs if r.get("toy2d")]
+    if domain == "toy2d":
+        row.scored = len(toys)
     if toys:
         for k in TOY2D_METRICS:
             vals = [t.get(k) for t in toys]
@@ -327,6 +337,11 @@ def domain_sums(rows: Iterable[TaskRow]) -> dict[str, dict[str, float]]:
 
 
 # --------------------------------------------------------------------------- output
+def _fmt_sum(total: float) -> str:
+    """A domain sum: ``"n/a"`` when a task mean is missing (the sum is NaN)."""
+    return f"{total:.1f}" if math.isfinite(total) else "n/a"
+
+
 def _fmt(mean: float, std: float, digits: int) -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -363,7 +378,7 @@ def to_markdown(rows: Sequence[TaskRow]) -> str:
                 n = int(s["tasks"])
                 lines.append(
                     f"| **{r.domain} sum** | {r.domain} | {n} task{'s' if n != 1 else ''} | "
-                    f"{s['final']:.1f} | {s['best']:.1f} |"
+                    f"{_fmt_sum(s['final'])} | {_fmt_sum(s['best'])} |"
                 )
         parts.append("\n".join(lines))
     if toy_rows:
@@ -406,7 +421,8 @@ def to_csv(rows: Iterable[TaskRow], path: str | Path) -> None:
         for r in rows:
             toy = [v for k in TOY2D_METRICS for v in r.toy2d.get(k, (_NAN, _NAN))]
             w.writerow(
-                [r.label, r.domain, r.seeds, r.runs, "" if r.domain == "toy2d" else r.metric]
+                [r.label, r.domain, r.seeds, r.runs, r.runs if r.scored is None else r.scored]
+                + ["" if r.domain == "toy2d" else r.metric]
                 + [_cell(v) for v in (r.final_mean, r.final_std, r.best_mean, r.best_std, *toy)]
             )
     logger.info("wrote %s", path)

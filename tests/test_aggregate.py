@@ -308,6 +308,32 @@ def test_a_repeated_seed_is_counted_as_a_run_and_said_in_the_table(tmp_path: Pat
     assert (line["seeds"], line["runs"]) == ("2", "3")
 
 
+def test_runs_without_an_evaluation_are_counted_apart_from_the_scored_ones(tmp_path: Path):
+    """The Seeds cell says how many runs the means come from; a domain sum over a task with no
+    score at all is n/a, not nan."""
+    root = tmp_path / "multirun"
+    for job, final in enumerate([50.0, 54.0, 70.0]):
+        _job(root, job, _summary("hopper-medium-v2", "locomotion", job, final, final + 1))
+    unevaluated = _summary("hopper-medium-v2", "locomotion", 3, 0.0, 0.0)
+    unevaluated["eval"] = None
+    _job(root, 3, unevaluated)
+    for job, seed in ((4, 0), (5, 1)):
+        maze = _summary("antmaze-umaze-v0", "antmaze", seed, 0.0, 0.0)
+        maze["eval"] = None
+        _job(root, job, maze)
+    rows = agg.aggregate(agg.load_summaries(agg.find_summaries([root])))
+    hopper = next(r for r in rows if r.task == "hopper-medium-v2")
+    assert (hopper.seeds, hopper.runs, hopper.scored, hopper.final_mean) == (4, 4, 3, 58.0)
+    table = agg.to_markdown(rows)
+    assert "| hopper-medium-v2 | locomotion | 4 (3 scored) | 58.0" in table
+    assert "| antmaze-umaze-v0 | antmaze | 2 (0 scored) | n/a | n/a |" in table
+    assert "| **antmaze sum** | antmaze | 1 task | n/a | n/a |" in table
+    agg.to_csv(rows, tmp_path / "t.csv")
+    with (tmp_path / "t.csv").open() as f:
+        line = next(r for r in csv.DictReader(f) if r["task"] == "hopper-medium-v2")
+    assert (line["seeds"], line["runs"], line["scored"]) == ("4", "4", "3")
+
+
 def test_sweep_report_points_at_results_and_names_jobs_without_summary(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(agg.__file__).parent))
     from bdpo_callbacks import AGGREGATE_SCRIPT, sweep_report
