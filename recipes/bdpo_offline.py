@@ -528,7 +528,15 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     if trainer.task.domain == "toy2d" and not any(
         e["step"] == trainer.total_steps for e in trainer.evals
     ):  # no training phase: the final evaluation (samples, pictures) did not run in the loop
-        trainer.evaluate()
+        if not trainer.actor_initialized:  # show the policy training would start from
+            trainer.loss.init_actor_from_behavior()
+            trainer.actor_initialized = True
+        log.info(
+            "No training updates (optim.train_steps=0): the 2D samples and pictures show the "
+            "behavior model (the actor is its EMA copy, as at the start of training)."
+        )
+        result = trainer.evaluate()
+        log.info("eval @ %d (behavior model): %s", trainer.step, eval_line(result))
     ups = {
         phase: (n / secs if n and secs > 0 else None)
         for phase, (n, secs) in trainer.update_time.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -494,10 +495,26 @@ def test_goal_conditioned_minari_data_are_evaluated_in_their_own_env(tmp_path, m
     trainer.eval_env.close()
 
 
-def test_toy2d_pretraining_only_run_still_writes_samples_and_pictures(tmp_path):
-    bdpo_offline.run(_toy("optim.train_steps=0"), tmp_path)
+def test_toy2d_pretraining_only_run_still_writes_samples_and_pictures(tmp_path, caplog):
+    """Without training the pictures show the behavior model, not an untrained actor."""
+    seen = []
+
+    class Spy(bdpo_offline.BDPOTrainer):
+        def evaluate(self):
+            actor = self.loss.target_actor_network_params.flatten_keys()
+            behavior = self.loss.target_behavior_network_params.flatten_keys()
+            seen.append(all(torch.equal(actor[k], behavior[k]) for k in actor.keys()))
+            return super().evaluate()
+
+    with caplog.at_level(logging.INFO, logger="bdpo"):
+        bdpo_offline.run(_toy("optim.train_steps=0"), tmp_path, trainer_cls=Spy)
     for name in ("samples.npz", "samples.png", "value_landscape.png", "summary.json"):
         assert (tmp_path / name).is_file(), name
+    assert seen == [True]  # evaluated once, with the actor = the behavior model's EMA
+    assert "eval @ 20 (behavior model): step=20, train_step=0" in caplog.text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["toy2d"] == {}  # no training evaluation to report
+    assert summary["updates_per_s"]["train"] is None
 
 
 def test_custom_task_without_a_dataset_name_is_reported(tmp_path):
