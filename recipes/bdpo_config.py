@@ -205,7 +205,9 @@ class EvalSettings:
         **_at_least(1),
     )
     toy2d_samples: int = setting(
-        "samples behind the 2D distances (<= data.toy2d_size)", **_at_least(1)
+        "actor and target samples drawn for the 2D evaluation (<= data.toy2d_size); the sliced "
+        "Wasserstein distance uses all, the energy distance a fixed 2000 of each",
+        **_at_least(1),
     )
 
 

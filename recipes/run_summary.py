@@ -20,10 +20,15 @@ _ENV_FIELDS = (
 )
 
 
+def _number(value: float) -> str:
+    """4 significant digits, without an exponent for returns in the thousands and above."""
+    return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def eval_line(result: dict) -> str:
     """``key=value`` pairs of an evaluation, saying when the scores are raw returns."""
     text = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        f"{k}={_number(v)}" if isinstance(v, float) else f"{k}={v}"
         for k, v in result.items()
         if v is not None and k != "metric"
     )

@@ -92,3 +92,14 @@ def test_bar_only_on_a_terminal(monkeypatch, tty):
     assert (bar.bar is not None) == tty
     bar.close()
 
+
+def test_evaluation_line_keeps_large_returns_readable():
+    """HalfCheetah's returns are in the ten thousands: no exponent notation in the log line."""
+    from run_summary import eval_line
+
+    result = {"step": 900, "return_mean": 12140.52, "return_std": 97.31, "eval_time_s": 0.12345}
+    line = eval_line({**result, "normalized_score_mean": None, "metric": "return"})
+    assert line == (
+        "step=900, return_mean=12140.5, return_std=97.31, eval_time_s=0.1235 "
+        "(raw returns: no reference scores)"
+    )
