@@ -141,6 +141,16 @@ def test_critic_with_another_output_key_needs_set_keys():
     assert torch.isfinite(loss(batch(4))["loss_qvalue"])
 
 
+def test_networks_of_different_sizes_are_refused_at_construction():
+    q = make_qvalue_operator(QEnsemble(OBS + 1, ACT, num_members=K, hidden_sizes=(16,)))
+    v = make_value_operator(DiffusionValueEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)))
+    with pytest.raises(ValueError, match=r"different sizes: .*qvalue_network \(obs 4, act 2\)"):
+        BDPOLoss(diffusion_actor(), q, v, diffusion_actor(), eta=0.2)
+    q = make_qvalue_operator(QEnsemble(OBS, ACT, num_members=K, hidden_sizes=(16,)))
+    with pytest.raises(ValueError, match=r"behavior_network \(obs 3, act 3\)"):
+        BDPOLoss(diffusion_actor(), q, v, diffusion_actor(act_dim=ACT + 1), eta=0.2)
+
+
 def test_missing_keys_error_names_keys_and_set_keys():
     loss = make_loss()
     td = batch(4).exclude(("next", "reward"))

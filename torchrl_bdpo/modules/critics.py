@@ -211,6 +211,7 @@ class QEnsemble(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.observation_dim, self.action_dim = observation_dim, action_dim
         self.num_members = num_members
         self.mlp = EnsembleMLP(
             num_members,
@@ -257,6 +258,7 @@ class DiffusionValueEnsemble(nn.Module):
         layer_norm: bool = True,
     ) -> None:
         super().__init__()
+        self.observation_dim, self.action_dim = observation_dim, action_dim
         self.num_members = num_members
         self.embed_dim = embed_dim
         self.step_mlp = EnsembleMLP(

@@ -240,6 +240,12 @@ class BDPOLoss(LossModule):
                 "actor_network and behavior_network must be distinct modules (the actor "
                 "is trained, the behavior model is held fixed); build two BDPODiffusionActors."
             )
+        _check_sizes(
+            actor_network=actor_network.policy.noise_net,
+            behavior_network=behavior_network.policy.noise_net,
+            qvalue_network=qvalue_network,
+            value_network=value_network,
+        )
         a_sched, b_sched = actor_network.policy.schedule, behavior_network.policy.schedule
         if a_sched.num_steps != b_sched.num_steps or not torch.allclose(
             a_sched.betas, b_sched.betas
@@ -700,6 +706,26 @@ class BDPOLoss(LossModule):
 
 def _real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sizes(network) -> tuple[int, int] | None:
+    """``(observation_dim, action_dim)`` of a network (or a TensorDictModule's inner module)
+    that states them, as this package's networks do; ``None`` for one that does not."""
+    for module in (network, getattr(network, "module", None)):
+        obs, act = getattr(module, "observation_dim", None), getattr(module, "action_dim", None)
+        if isinstance(obs, int) and isinstance(act, int):
+            return obs, act
+    return None
+
+
+def _check_sizes(**networks) -> None:
+    """Refuse networks built for different observation or action sizes (at construction, not
+    as a matmul shape error at the first call); networks that do not state theirs pass."""
+    sizes = {name: _sizes(net) for name, net in networks.items()}
+    known = {name: size for name, size in sizes.items() if size is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{name} (obs {o}, act {a})" for name, (o, a) in known.items())
+        raise ValueError(f"BDPOLoss networks were built for different sizes: {listed}.")
 
 
 def _check_settings(
