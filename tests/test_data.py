@@ -630,6 +630,22 @@ def test_offline_replay_buffer_samples_dataset_rows():
         make_offline_replay_buffer(td, batch_size=7)
 
 
+def test_offline_replay_buffer_with_room_keeps_the_dataset_when_extended():
+    td = _transitions(num=6)
+    online = _transitions(num=4)
+    roomy = make_offline_replay_buffer(td, batch_size=2, max_size=10)
+    roomy.extend(online.copy())
+    assert len(roomy) == 10
+    stored = roomy[:]
+    torch.testing.assert_close(stored["observation"][:6], td["observation"])
+    torch.testing.assert_close(stored["observation"][6:], online["observation"])
+    full = make_offline_replay_buffer(td, batch_size=2)  # sized to the dataset: circular
+    full.extend(online.copy())
+    torch.testing.assert_close(full[:]["observation"][:4], online["observation"])
+    with pytest.raises(ValueError, match="max_size=5 is smaller than the dataset"):
+        make_offline_replay_buffer(td, batch_size=2, max_size=5)
+
+
 @pytest.mark.filterwarnings("ignore:Got conflicting batch_sizes")
 def test_block_sampler_splits_one_buffer_draw_into_batches_in_order():
     td = _transitions(num=50)

@@ -14,11 +14,14 @@ def make_offline_replay_buffer(
     batch_size: int,
     *,
     device: torch.device | str | None = None,
+    max_size: int | None = None,
 ) -> TensorDictReplayBuffer:
     """Replay buffer holding all of ``data`` and sampling uniformly with replacement.
 
     Uses ``LazyTensorStorage`` (in memory, on ``device``; default: ``data``'s device, else
-    CPU) and ``RandomSampler``; no prefetching (it slows sampling on small machines) and no
+    CPU) of ``max_size`` rows (default: exactly the dataset's; TorchRL's storage is circular,
+    so extending a full buffer overwrites its oldest rows, the dataset's: give a larger
+    ``max_size`` to add online data beside it) and ``RandomSampler``; no prefetching (it slows sampling on small machines) and no
     prioritised sampler (its compiled extension does not load with torch 2.13).
     ``data`` itself is not modified (the buffer stores a copy). Samples are
     TensorDicts of batch size ``[batch_size]`` with the keys of ``data`` plus ``index``.
@@ -37,10 +40,15 @@ def make_offline_replay_buffer(
         raise ValueError(
             f"batch_size={batch_size} must be between 1 and the number of transitions ({num})"
         )
+    if max_size is not None and max_size < num:
+        raise ValueError(
+            f"max_size={max_size} is smaller than the dataset ({num} transitions): the buffer "
+            "would drop part of it"
+        )
     if device is None:
         device = data.device if data.device is not None else "cpu"
     buffer = TensorDictReplayBuffer(
-        storage=LazyTensorStorage(max_size=num, device=device),
+        storage=LazyTensorStorage(max_size=num if max_size is None else max_size, device=device),
         sampler=RandomSampler(),
         batch_size=batch_size,
     )
