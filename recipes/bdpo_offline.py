@@ -561,12 +561,57 @@ def parse_and_validate(cfg: DictConfig) -> None:
     _import_runtime()
 
 
+class _LastError(logging.Handler):
+    """Remembers the last error line logged (a failed sweep job's reason)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if in_multirun():  # parallel jobs share a terminal: each line says whose it is
-        tag_job_log_lines(f"{cfg.task_name} seed={cfg.seed}")
+    if not in_multirun():
+        _main(cfg, hydra_cfg, run_dir)
+        return
+    # a sweep job: its lines say whose they are (parallel jobs share a terminal), and a failure
+    # is recorded for the sweep's report instead of ending the other jobs with this one
+    tag_job_log_lines(f"{cfg.task_name} seed={cfg.seed}")
+    last_error = _LastError()
+    log.addHandler(last_error)
+    try:
+        _main(cfg, hydra_cfg, run_dir)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+        if code == 0 or code >= 128:  # finished, or interrupted: the sweep stops with it
+            raise
+        _record_failure(hydra_cfg, run_dir, code, last_error.message)
+    except Exception as err:
+        log.exception("The job failed:")
+        _record_failure(hydra_cfg, run_dir, 1, f"{type(err).__name__}: {err}")
+    finally:
+        log.removeHandler(last_error)
+
+
+def _record_failure(hydra_cfg, run_dir: Path, code: int, error: str) -> None:
+    from bdpo_callbacks import record_failed_job
+
+    record_failed_job(
+        Path(str(hydra_cfg.sweep.dir)),
+        int(hydra_cfg.job.num),
+        list(hydra_cfg.overrides.task),
+        run_dir,
+        code,
+        error,
+    )
+
+
+def _main(cfg: DictConfig, hydra_cfg, run_dir: Path) -> None:
     with failed_start_cleanup(run_dir):  # a failed start leaves no empty run directory behind
         try:
             if cfg.resume:  # the run directory's saved settings, plus harmless overrides

@@ -351,6 +351,26 @@ def test_sweep_report_points_at_results_and_names_jobs_without_summary(tmp_path,
     )
 
 
+def test_sweep_report_names_failed_jobs_by_their_own_overrides(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(agg.__file__).parent))
+    from bdpo_callbacks import failed_jobs, record_failed_job, sweep_report
+
+    root = tmp_path / "multirun" / "s"
+    _job(root, 0, _summary("hopper-medium-v2", "locomotion", 0, 50.0, 51.0))
+    shared = ["task=hopper-medium-v2,walker2d-medium-v2", "threads=1"]
+    record_failed_job(
+        root, 2, ["task=walker2d-medium-v2", "threads=1", "seed=1"], root / "2", 2, "No data\nmore"
+    )
+    record_failed_job(root, 1, ["task=hopper-medium-v2", "threads=1"], root / "1", 3, "NaN")
+    assert [r["job"] for r in failed_jobs(root)] == [1, 2]
+    monkeypatch.chdir(tmp_path)
+    lines = sweep_report(root, shared)
+    assert lines[0] == "Sweep finished: 1 of 3 jobs wrote a summary.json under multirun/s"
+    assert lines[1] == "  job 1 failed (exit 3): task=hopper-medium-v2: NaN"
+    assert lines[2] == "  job 2 failed (exit 2): task=walker2d-medium-v2 seed=1: No data"
+    assert lines[3].startswith("Aggregate them:")
+
+
 def test_runs_with_other_settings_form_labelled_rows(tmp_path: Path, caplog) -> None:
     """An eta sweep is not averaged into one row; the seed never splits a group."""
     root = tmp_path / "multirun"

@@ -565,9 +565,8 @@ def _require_launcher(launcher: str) -> None:
         )
 
 
-@pytest.mark.parametrize("launcher", list(LAUNCHERS))
-def test_sweep_launchers_run_every_job(tmp_path, launcher):
-    _require_launcher(launcher)
+def _sweep(sweep_dir: Path, launcher: str, *sweep: str) -> subprocess.CompletedProcess:
+    """A tiny 2D sweep (``-m``) over ``sweep`` with ``launcher`` (2 parallel jobs with joblib)."""
     cmd = [
         sys.executable,
         str(RECIPES / "bdpo_offline.py"),
@@ -575,19 +574,23 @@ def test_sweep_launchers_run_every_job(tmp_path, launcher):
         *TINY,
         "data.toy2d_size=2000",
         "optim.pretrain_steps=3",
-        "optim.train_steps=3",
         "optim.value_warmup_steps=1",
         "eval.toy2d_samples=200",
         "logger.backend=none",
-        "seed=0,1",
+        *sweep,
         f"hydra/launcher={launcher}",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
     if launcher == "joblib":
         cmd.append("hydra.launcher.n_jobs=2")
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")
-    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_sweep_launchers_run_every_job(tmp_path, launcher):
+    _require_launcher(launcher)
+    proc = _sweep(tmp_path, launcher, "optim.train_steps=3", "seed=0,1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(tmp_path.rglob("summary.json"))) == 2, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
@@ -604,6 +607,23 @@ def test_sweep_launchers_run_every_job(tmp_path, launcher):
     words = report[1].split()
     assert words[:3] == ["Aggregate", "them:", "python"] and words[4] == str(tmp_path)
     assert Path(words[3]).resolve() == RECIPES / "aggregate_results.py"  # from the same cwd
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_failing_sweep_job_does_not_stop_the_others(tmp_path, launcher):
+    """Job 0 has an impossible setting; job 1 still runs, and the report names job 0."""
+    if launcher != "basic":  # Hydra's own
+        _require_launcher(launcher)
+    proc = _sweep(tmp_path, launcher, "optim.train_steps=-1,3")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert [p.parent.name.rsplit("_", 1)[-1] for p in tmp_path.rglob("summary.json")] == ["1"]
+    report = proc.stdout.strip().splitlines()[-3:]
+    assert report[0].startswith(
+        f"Sweep finished: 1 of 2 jobs wrote a summary.json under {tmp_path}"
+    )
+    assert report[1].startswith("  job 0 failed (exit 2): optim.train_steps=-1: Invalid")
+    assert "optim.train_steps" in report[1] and ">= 0" in report[1]
+    assert report[2].startswith("Aggregate them:")
 
 
 def test_unknown_task_lists_the_known_ones(tmp_path):
