@@ -63,6 +63,7 @@ from run_dir import (  # noqa: E402
     check_resumable,
     failed_start_cleanup,
     resume_settings,
+    trim_csv_logs,
     write_text_atomic,
 )
 from run_progress import in_multirun, plain_torchrl_logging, tag_job_log_lines  # noqa: E402
@@ -523,6 +524,12 @@ def _run(cfg: DictConfig, rd: RunDirectory, trainer_cls: type[BDPOTrainer]) -> P
 def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     run_dir, path = rd.path, rd.path / "summary.json"
     rd.begin(cfg)  # the start is accepted: from here on the run directory is written
+    if trainer.step > 0:  # resumed: the updates after the checkpoint are logged again
+        dropped = trim_csv_logs(run_dir / "logs", trainer.step)
+        if dropped:
+            log.info(
+                "Dropped %d CSV log rows past update %d (logged again).", dropped, trainer.step
+            )
     logger = make_logger(cfg, run_dir, trainer.logger_run_id)
     trainer.train(logger)
     if trainer.task.domain == "toy2d" and not any(

@@ -366,6 +366,38 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def trim_csv_logs(logs_dir: Path, step: int) -> int:
+    r"""Drops the rows past update ``step`` from the CSV scalar logs under ``logs_dir`` (TorchRL's
+    ``CSVLogger``: ``<name>/scalars/**/<metric>.csv``, lines ``step,value``), so that a run
+    resumed from the checkpoint at ``step`` does not log those updates twice; returns the number
+    of rows dropped. Each file is rewritten atomically.
+
+    Examples:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / "run" / "scalars").mkdir(parents=True)
+        >>> _ = (d / "run" / "scalars" / "loss.csv").write_text("10,1.0\n20,0.5\n30,0.2\n")
+        >>> trim_csv_logs(d, 20), (d / "run" / "scalars" / "loss.csv").read_text()
+        (1, '10,1.0\n20,0.5\n')
+    """
+    dropped = 0
+    for path in sorted(logs_dir.glob("*/scalars/**/*.csv")):
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not _past(line, step)]
+        if len(kept) < len(lines):
+            dropped += len(lines) - len(kept)
+            write_text_atomic(path, "".join(kept))
+    return dropped
+
+
+def _past(line: str, step: int) -> bool:
+    head = line.split(",", 1)[0].strip()
+    try:
+        return int(float(head)) > step
+    except ValueError:  # a header or a damaged line: kept
+        return False
+
+
 def _hydra_config() -> DictConfig | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 

@@ -301,6 +301,36 @@ def test_interrupt_and_resume_give_identical_parameters(tmp_path):
         torch.testing.assert_close(resumed["loss"][key], value, rtol=0, atol=0, msg=key)
 
 
+class _Crashing(bdpo_offline.BDPOTrainer):
+    """Dies (like a killed process) at update 19: after the log line at 15, checkpoint at 14."""
+
+    def train_step(self):
+        if self.step == 18:
+            raise RuntimeError("killed")
+        return super().train_step()
+
+
+def _csv_steps(run_dir: Path) -> dict[str, list[int]]:
+    scalars = next((run_dir / "logs").glob("*/scalars"))
+    return {
+        str(path.relative_to(scalars)): [
+            int(line.split(",")[0]) for line in path.read_text().split()
+        ]
+        for path in sorted(scalars.rglob("*.csv"))
+    }
+
+
+def test_resume_after_a_crash_logs_each_update_once(tmp_path):
+    """The CSV rows logged after the last checkpoint are dropped on resume, not duplicated."""
+    extra = ("checkpoint.interval=7",)
+    bdpo_offline.run(_toy(*extra), tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="killed"):
+        bdpo_offline.run(_toy(*extra), tmp_path / "split", trainer_cls=_Crashing)
+    assert 15 in _csv_steps(tmp_path / "split")["pretrain/loss_behavior.csv"]
+    bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path / "split")
+    assert _csv_steps(tmp_path / "split") == _csv_steps(tmp_path / "straight")
+
+
 def test_compiled_run_equals_eager_run(tmp_path, caplog):
     """compile=true trains the same parameters as eager (same random draws), with no fallback
     to eager (none is logged) and dynamo's process-wide settings untouched."""
