@@ -31,19 +31,22 @@ _DEFER = [False]
 
 
 def _stop_outside_training(signum, _frame):
-    """SIGINT while no update runs (imports, data loading, start-up checks): exit 130, no traceback."""
+    """SIGINT/SIGTERM while no update runs (imports, data loading, start-up checks): exit 130/143,
+    one line, no traceback."""
     _SIGNALLED.append(signum)
     if not _DEFER[0]:
         _exit_interrupted()
 
 
 def _exit_interrupted() -> None:
-    print("Interrupted (SIGINT) while no training update was running; stopped.", file=sys.stderr)
+    name = signal.Signals(_SIGNALLED[0]).name
+    print(f"Interrupted ({name}) while no training update was running; stopped.", file=sys.stderr)
     raise SystemExit(128 + _SIGNALLED[0])
 
 
 if __name__ == "__main__":  # before the slow imports; training installs its own handler
     signal.signal(signal.SIGINT, _stop_outside_training)
+    signal.signal(signal.SIGTERM, _stop_outside_training)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -514,6 +517,10 @@ def _run(cfg: DictConfig, rd: RunDirectory, trainer_cls: type[BDPOTrainer]) -> P
         trainer.load_checkpoint()  # refuses a checkpoint written with other settings or data
         if trainer.step >= trainer.total_steps and path.exists():
             log.info("The run in %s is complete; nothing to do.", run_dir)
+            if not (run_dir / "curves.png").exists():  # killed between the summary and the plot
+                from plots import plot_learning_curves
+
+                plot_learning_curves(run_dir)
             if trainer.eval_env is not None:
                 trainer.eval_env.close(raise_if_closed=False)  # a SerialEnv never started
             return path
@@ -524,8 +531,11 @@ def _run(cfg: DictConfig, rd: RunDirectory, trainer_cls: type[BDPOTrainer]) -> P
 def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     run_dir, path = rd.path, rd.path / "summary.json"
     rd.begin(cfg)  # the start is accepted: from here on the run directory is written
-    if trainer.step > 0:  # resumed: the updates after the checkpoint are logged again
-        dropped = trim_csv_logs(run_dir / "logs", trainer.step)
+    # the rows past the checkpoint (a fresh start: every row, of a run killed before its first
+    # checkpoint) are the updates this run logs again
+    dropped = trim_csv_logs(run_dir / "logs", trainer.step)
+    if dropped:
+        log.info("Dropped %d CSV log rows past update %d (logged again).", dropped, trainer.step)
         if dropped:
             log.info(
                 "Dropped %d CSV log rows past update %d (logged again).", dropped, trainer.step

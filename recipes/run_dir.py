@@ -276,6 +276,8 @@ class RunDirectory:
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             pid = lock.read_text().strip() if lock.is_file() else ""
+            if not _alive(pid):  # the holder has not written its pid yet: the old one is stale
+                pid = ""
             raise RunDirError(
                 f"{self.path} is in use by another process{f' (pid {pid})' if pid else ''}: "
                 "one process per run directory. Wait for it to end, or choose another "
@@ -364,6 +366,19 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: str) -> bool:
+    """Whether ``pid`` (text) names a running process."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def trim_csv_logs(logs_dir: Path, step: int) -> int:

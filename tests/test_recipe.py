@@ -329,6 +329,13 @@ def test_resume_after_a_crash_logs_each_update_once(tmp_path):
     assert 15 in _csv_steps(tmp_path / "split")["pretrain/loss_behavior.csv"]
     bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path / "split")
     assert _csv_steps(tmp_path / "split") == _csv_steps(tmp_path / "straight")
+    # killed before its first checkpoint: a fresh start in the same directory logs afresh
+    early = ("checkpoint.interval=1000",)
+    with pytest.raises(RuntimeError, match="killed"):
+        bdpo_offline.run(_toy(*early), tmp_path / "early", trainer_cls=_Crashing)
+    assert not (tmp_path / "early" / "checkpoints" / "latest.torchrl").exists()
+    bdpo_offline.run(_toy(*early), tmp_path / "early")
+    assert _csv_steps(tmp_path / "early") == _csv_steps(tmp_path / "straight")
 
 
 def test_compiled_run_equals_eager_run(tmp_path, caplog):
@@ -573,8 +580,10 @@ def test_refused_resume_keeps_the_run_config_and_a_finished_run_is_left_alone(tm
         bdpo_offline.run(_toy("resume=true", "loss.eta=0.1"), tmp_path)
     assert (tmp_path / "config.yaml").read_text() == config
     summary = (tmp_path / "summary.json").read_text()
+    (tmp_path / "curves.png").unlink()  # killed after writing the summary, before the plot
     bdpo_offline.run(_toy("resume=true"), tmp_path)
     assert (tmp_path / "summary.json").read_text() == summary
+    assert (tmp_path / "curves.png").is_file()
 
 
 # each launcher with the modules it needs: joblib's comes with the `recipes` extra, submitit's

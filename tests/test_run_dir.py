@@ -531,6 +531,33 @@ def test_sigint_during_start_up_exits_130_without_a_traceback(tmp_path):
         assert "Error" not in err, (delay, err[-2000:])
 
 
+def test_sigterm_during_start_up_exits_143_without_a_traceback(tmp_path):
+    run_dir = tmp_path / "runs" / "x"
+    proc = _spawn(*CLI_TOY, "data.toy2d_size=2000000", f"hydra.run.dir={run_dir}")
+    end = time.time() + 120
+    while not (run_dir / ".lock").exists():
+        assert proc.poll() is None and time.time() < end, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in out + err and "Interrupted (SIGTERM)" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_stale_pid_is_not_named_as_the_lock_holder(tmp_path):
+    """The holder writes its pid only once its start is accepted; until then the file may still
+    hold a dead run's pid, which the refusal must not name."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    (tmp_path / ".lock").write_text(dead.stdout.decode().strip())
+    with open(tmp_path / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunDirError, match=r"in use by another process: one process"):
+            RunDirectory(tmp_path, resume=False, overwrite=False).open()
+
+
 def test_resume_settings_come_from_the_run_directory(tmp_path):
     from omegaconf import OmegaConf
     from run_dir import resume_settings
