@@ -197,6 +197,8 @@ class BDPOTrainer:
         self.wall_time = 0.0
         #: per phase, [updates, seconds] of update time (evaluations and checkpoints left out)
         self.update_time: dict[str, list] = {"pretrain": [0, 0.0], "train": [0, 0.0]}
+        self.window: MetricWindow | None = None  # the open log window (train())
+        self._window_state: dict = {}  # a resumed run's open window, for train()
         self.logger_run_id = uuid.uuid4().hex[
             :16
         ]  # a resumed run keeps logging to the same wandb run
@@ -360,6 +362,7 @@ class BDPOTrainer:
             "evals": self.evals,
             "wall_time": self.wall_time,
             "update_time": self.update_time,
+            "metric_window": self.window.state_dict() if self.window is not None else {},
             "logger_run_id": self.logger_run_id,
             "rng": GlobalRNGState().state_dict(),
             "batches": self.batches.state_dict(),  # the current block's batches still to come
@@ -412,6 +415,7 @@ class BDPOTrainer:
         # checkpoints written before update_time was kept: rates from the updates after resuming
         for phase, (n, secs) in state.get("update_time", {}).items():
             self.update_time[phase] = [int(n), float(secs)]
+        self._window_state = dict(state.get("metric_window", {}))
         self.logger_run_id = str(state.get("logger_run_id", self.logger_run_id))
         GlobalRNGState().load_state_dict(state["rng"])
         self.batches.load_state_dict(state["batches"])
@@ -428,6 +432,8 @@ class BDPOTrainer:
         window = MetricWindow(
             logger, int(cfg.logger.log_interval), phase_ends, self.step, copy=self.cuda_graphs
         )
+        window.load_state_dict(self._window_state)
+        self.window = window
         t_start = time.time() - self.wall_time
         ends = {"pretrain": self.pretrain_steps, "train": self.total_steps}
         with (

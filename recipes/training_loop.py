@@ -127,6 +127,15 @@ class MetricWindow(_Deferred):
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step in self.boundaries
 
+    def state_dict(self) -> dict:
+        """The open window's sums (for a checkpoint: a resumed run's first log line then averages
+        the whole window, as an uninterrupted run's does); its rate restarts on resume."""
+        self._fold_all()
+        return {name: [total, count] for name, (total, count) in self.sums.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {name: [total, int(count)] for name, (total, count) in state.items()}
+
     def exclude(self, seconds: float) -> None:
         """Leaves ``seconds`` (an evaluation, a checkpoint) out of the current window's rate."""
         self.t += seconds

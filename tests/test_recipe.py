@@ -311,12 +311,24 @@ class _Crashing(bdpo_offline.BDPOTrainer):
 
 
 def _csv_steps(run_dir: Path) -> dict[str, list[int]]:
+    return {name: [step for step, _ in rows] for name, rows in _csv_rows(run_dir).items()}
+
+
+def _csv_rows(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
     scalars = next((run_dir / "logs").glob("*/scalars"))
+    rows = {}
+    for path in sorted(scalars.rglob("*.csv")):
+        pairs = [line.split(",") for line in path.read_text().split()]
+        rows[str(path.relative_to(scalars))] = [(int(step), value) for step, value in pairs]
+    return rows
+
+
+def _logged_values(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
+    """The CSV rows of the training metrics (not the timing, not the evaluations)."""
     return {
-        str(path.relative_to(scalars)): [
-            int(line.split(",")[0]) for line in path.read_text().split()
-        ]
-        for path in sorted(scalars.rglob("*.csv"))
+        name: rows
+        for name, rows in _csv_rows(run_dir).items()
+        if not name.endswith("updates_per_s.csv") and not name.startswith("eval/")
     }
 
 
@@ -329,6 +341,8 @@ def test_resume_after_a_crash_logs_each_update_once(tmp_path):
     assert 15 in _csv_steps(tmp_path / "split")["pretrain/loss_behavior.csv"]
     bdpo_offline.run(_toy(*extra, "resume=true"), tmp_path / "split")
     assert _csv_steps(tmp_path / "split") == _csv_steps(tmp_path / "straight")
+    # the window open at the checkpoint (14: updates 11-14 of the row at 15) was kept
+    assert _logged_values(tmp_path / "split") == _logged_values(tmp_path / "straight")
     # killed before its first checkpoint: a fresh start in the same directory logs afresh
     early = ("checkpoint.interval=1000",)
     with pytest.raises(RuntimeError, match="killed"):
