@@ -52,11 +52,13 @@ def record_failed_job(
 
 
 def failed_jobs(sweep_dir: Path) -> list[dict]:
-    """The records :func:`record_failed_job` wrote for ``sweep_dir``, by job number."""
+    """The records :func:`record_failed_job` wrote for ``sweep_dir``, by job number, less those
+    of jobs that have a ``summary.json`` by now (a sweep run again into the same directory)."""
     path = sweep_dir / FAILED_JOBS
     if not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if not (Path(r["run_dir"]) / "summary.json").is_file()]
     return sorted(records, key=lambda r: r["job"])
 
 
@@ -73,10 +75,10 @@ def sweep_report(sweep_dir: Path, shared: tuple[str, ...] | list[str] = ()) -> l
     """The lines :class:`SweepSummary` prints for the sweep in ``sweep_dir``; a failed job is
     named by its overrides less the ``shared`` ones (the sweep's command-line overrides that
     every job got as they are)."""
-    jobs = {h.parent for h in sweep_dir.rglob(".hydra") if h.is_dir()}
-    done = {p.parent for p in sweep_dir.rglob("summary.json")}
+    jobs = {h.parent.resolve() for h in sweep_dir.rglob(".hydra") if h.is_dir()}
+    done = {p.parent.resolve() for p in sweep_dir.rglob("summary.json")}
     failed = failed_jobs(sweep_dir)
-    failed_dirs = {Path(r["run_dir"]) for r in failed}
+    failed_dirs = {Path(r["run_dir"]).resolve() for r in failed}
     shown = _shown(sweep_dir)
     total = len(jobs | done | failed_dirs)
     lines = [f"Sweep finished: {len(done)} of {total} jobs wrote a summary.json under {shown}"]

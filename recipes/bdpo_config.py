@@ -206,7 +206,7 @@ class EvalSettings:
     )
     toy2d_samples: int = setting(
         "actor and target samples drawn for the 2D evaluation (<= data.toy2d_size); the sliced "
-        "Wasserstein distance uses all, the energy distance a fixed 2000 of each",
+        "Wasserstein distance uses all, the energy distance a fixed subsample of at most 2000 of each",
         **_at_least(1),
     )
 

@@ -542,10 +542,6 @@ def _train(cfg: DictConfig, rd: RunDirectory, trainer: BDPOTrainer) -> Path:
     dropped = trim_csv_logs(run_dir / "logs", trainer.step)
     if dropped:
         log.info("Dropped %d CSV log rows past update %d (logged again).", dropped, trainer.step)
-        if dropped:
-            log.info(
-                "Dropped %d CSV log rows past update %d (logged again).", dropped, trainer.step
-            )
     logger = make_logger(cfg, run_dir, trainer.logger_run_id)
     trainer.train(logger)
     if trainer.task.domain == "toy2d" and not any(

@@ -147,7 +147,10 @@ class MetricWindow(_Deferred):
         rate = (step - self.step) / max(now - self.t, 1e-9)
         self.t, self.step = now, step
         self._fold_all()
-        if self.logger is None or not self.sums:
+        if self.logger is None:  # nothing to log (sums restored from a checkpoint included)
+            self.sums.clear()
+            return
+        if not self.sums:
             return
         metrics: dict = {}
         for name, (total, count) in self.sums.items():

@@ -371,6 +371,25 @@ def test_sweep_report_names_failed_jobs_by_their_own_overrides(tmp_path, monkeyp
     assert lines[3].startswith("Aggregate them:")
 
 
+def test_sweep_report_with_a_relative_sweep_dir_counts_each_job_once(tmp_path, monkeypatch):
+    """Hydra's default sweep dir is relative while a job records its absolute run dir; a job
+    that failed after its start (it has .hydra/) is one job, listed once; a record of a job
+    that has a summary by now (the sweep run again) is no failure."""
+    sys.path.insert(0, str(Path(agg.__file__).parent))
+    from bdpo_callbacks import record_failed_job, sweep_report
+
+    monkeypatch.chdir(tmp_path)
+    root = Path("multirun") / "s"
+    _job(root, 0, _summary("hopper-medium-v2", "locomotion", 0, 50.0, 51.0))
+    crashed = _job(root, 1, None)
+    record_failed_job(root, 1, ["seed=1"], crashed.resolve(), 3, "non-finite loss")
+    record_failed_job(root, 0, ["seed=0"], (tmp_path / root / "0"), 1, "disk full, then rerun")
+    lines = sweep_report(root)
+    assert lines[0] == "Sweep finished: 1 of 2 jobs wrote a summary.json under multirun/s"
+    assert lines[1] == "  job 1 failed (exit 3): seed=1: non-finite loss"
+    assert lines[2].startswith("Aggregate them:")
+
+
 def test_runs_with_other_settings_form_labelled_rows(tmp_path: Path, caplog) -> None:
     """An eta sweep is not averaged into one row; the seed never splits a group."""
     root = tmp_path / "multirun"

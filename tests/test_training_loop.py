@@ -56,6 +56,24 @@ def test_metric_window_rate_leaves_out_excluded_time(monkeypatch):
     assert [line["train/updates_per_s"] for _, line in logger.lines] == [1.0, 2.0]
 
 
+def test_metric_window_state_round_trip_and_without_a_logger_nothing_lingers():
+    logger = RecordingLogger()
+    window = MetricWindow(logger, every=10, boundaries=(), step=0)
+    for value in (1.0, 3.0):
+        window.add("train", {"loss_q": torch.tensor(value)})
+    state = window.state_dict()  # a checkpoint between two log lines
+    resumed = MetricWindow(logger, every=10, boundaries=(), step=2)
+    resumed.load_state_dict(state)
+    resumed.add("train", {"loss_q": torch.tensor(5.0)})
+    resumed.flush(3, "train")
+    assert logger.lines[-1][1]["train/loss_q"] == pytest.approx(3.0)  # (1 + 3 + 5) / 3
+    # resumed with logging off: the restored sums are dropped at the next line, not carried on
+    quiet = MetricWindow(None, every=10, boundaries=(), step=2)
+    quiet.load_state_dict(state)
+    quiet.flush(10, "train")
+    assert quiet.state_dict() == {}
+
+
 def test_metric_window_keeps_copies_when_outputs_are_overwritten():
     logger = RecordingLogger()
     window = MetricWindow(logger, every=3, boundaries=(), step=0, copy=True)
