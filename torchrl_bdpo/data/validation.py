@@ -35,6 +35,12 @@ def _episode_step(row: int, episode: torch.Tensor | None) -> str:
     return f"episode {int(ep)}, step {step} (transition {row})"
 
 
+def _rows_at(rows: torch.Tensor, episode: torch.Tensor | None) -> str:
+    """``"N transitions, the first at episode E, step S (transition row)"`` for a mask ``[T]``."""
+    first = int(rows.reshape(-1).nonzero()[0, 0])
+    return f"{int(rows.sum())} transitions, the first at {_episode_step(first, episode)}"
+
+
 def check_flag_values(
     flags,
     name: str,
@@ -175,20 +181,16 @@ def validate_transitions(
     inconsistent = data["next", "done"] != (data["next", "terminated"] | data["next", "truncated"])
     episode = data["episode"] if "episode" in data.keys() else None
     if inconsistent.any():
-        first = int(inconsistent.reshape(num).nonzero()[0, 0])
         raise DatasetValidationError(
-            f"next/done differs from terminated | truncated in {int(inconsistent.sum())} "
-            f"transitions, the first at {_episode_step(first, episode)}"
+            f"next/done differs from terminated | truncated in {_rows_at(inconsistent, episode)}"
         )
 
     for key in _FLOAT_KEYS:
         bad = ~torch.isfinite(data[key]).reshape(num, -1)
         if bad.any():
-            rows = bad.any(-1)
-            first = int(rows.nonzero()[0, 0])
             raise DatasetValidationError(
                 f"{_name(key)} has {int(bad.sum())} non-finite entries (NaN or inf) "
-                f"in {int(rows.sum())} transitions, the first at {_episode_step(first, episode)}"
+                f"in {_rows_at(bad.any(-1), episode)}"
             )
     if max_abs is not None:
         for key in _BOUNDED_KEYS:
@@ -211,12 +213,10 @@ def validate_transitions(
     excess = torch.where(torch.isfinite(excess), excess, torch.zeros_like(excess))
     worst = float(excess.max())
     if worst > tolerance:
-        outside = (excess > tolerance).any(-1)
-        first = int(outside.nonzero()[0, 0])
         raise DatasetValidationError(
             f"actions leave the box [{low.min().item():g}, {high.max().item():g}] by up to "
-            f"{worst:.6g} (tolerance {tolerance:g}) in {int(outside.sum())} transitions, the "
-            f"first at {_episode_step(first, episode)}"
+            f"{worst:.6g} (tolerance {tolerance:g}) in "
+            f"{_rows_at((excess > tolerance).any(-1), episode)}"
         )
 
     if obs_dim is not None and obs.shape[-1] != obs_dim:
