@@ -437,8 +437,7 @@ class BDPODiffusionActor(ProbabilisticActor):
             )
         if spec is None:
             if policy.clip_sample:
-                low = policy.action_low.expand(policy.action_dim)
-                high = policy.action_high.expand(policy.action_dim)
+                low, high = _sampler_box(policy)
                 spec = Bounded(low.clone(), high.clone(), shape=(policy.action_dim,))
             else:
                 from torchrl.data import Unbounded
@@ -482,12 +481,16 @@ class BDPODiffusionActor(ProbabilisticActor):
         return self.policy.sample(observation, deterministic=deterministic, return_chain=True)
 
 
+def _sampler_box(policy: DiffusionSampler) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box the sampler clips to, one bound per action entry: ``([A], [A])``."""
+    return policy.action_low.expand(policy.action_dim), policy.action_high.expand(policy.action_dim)
+
+
 def _check_spec_box(spec: TensorSpec | None, policy: DiffusionSampler) -> None:
     """Refuse a bounded action spec whose box is not the one the sampler clips to."""
     if not (isinstance(spec, Bounded) and policy.clip_sample):
         return
-    low = policy.action_low.expand(policy.action_dim).to(spec.space.low)
-    high = policy.action_high.expand(policy.action_dim).to(spec.space.high)
+    low, high = (bound.to(spec.space.low) for bound in _sampler_box(policy))
     if spec.space.low.shape[-1:] != low.shape or not (
         torch.allclose(spec.space.low, low) and torch.allclose(spec.space.high, high)
     ):
